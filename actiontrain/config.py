@@ -1,0 +1,102 @@
+"""Typed configuration sections; each field's docstring is its help text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from actiontrain.errors import ConfigError
+
+__all__ = ["DataConfig", "field_docs"]
+
+Decoder = Literal["auto", "torchcodec", "pyav"]
+_DECODERS = ("auto", "torchcodec", "pyav")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """How clips are read, sampled and augmented (defaults: the OTX X3D template)."""
+
+    clip_len: int = 8
+    """Frames per clip."""
+    frame_interval: int = 4
+    """Distance between sampled frames (the OTX X3D template samples every 4th frame)."""
+    crop_size: int = 224
+    """Side of the square crop fed to the model."""
+    train_short_side: tuple[int, int] = (256, 320)
+    """Training: the short side is resized to a random size in this range before cropping."""
+    eval_short_side: int = 256
+    """Evaluation: the short side is resized to this before center/multi crops."""
+    num_eval_clips: int = 1
+    """Evaluation: uniformly spaced clips per video (multi-view)."""
+    num_eval_crops: int = 1
+    """Evaluation: spatial crops per clip, 1 (center) or 3 (left/center/right)."""
+    flip_prob: float = 0.5
+    """Probability of a horizontal flip during training."""
+    label_aware_flip: bool = True
+    """Swap the labels of mirror-image classes (the dataset's flip pairs) when a clip is flipped."""
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    """Per-channel mean for normalisation (RGB, 0-1 scale)."""
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    """Per-channel standard deviation for normalisation."""
+    decoder: Decoder = "auto"
+    """Video decoder: auto (the measured fastest), torchcodec or pyav."""
+    num_workers: int = 2
+    """DataLoader worker processes per rank."""
+    max_bad_fraction: float = 0.01
+    """Loading fails once more than this fraction of the samples could not be read."""
+    seed: int = 0
+    """Seed of the data order, temporal offsets and augmentation."""
+    flip_pairs: list[tuple[str, str]] = field(default_factory=list)
+    """Extra label pairs that swap under a horizontal flip, beside those the dataset declares."""
+
+    def __post_init__(self) -> None:
+        _positive("data.clip_len", self.clip_len)
+        _positive("data.frame_interval", self.frame_interval)
+        _positive("data.crop_size", self.crop_size)
+        _positive("data.eval_short_side", self.eval_short_side)
+        _positive("data.num_eval_clips", self.num_eval_clips)
+        low, high = self.train_short_side
+        if not 0 < low <= high:
+            raise ConfigError(f"data.train_short_side must be (min, max) with 0 < min <= max, got {self.train_short_side}")
+        if low < self.crop_size or self.eval_short_side < self.crop_size:
+            raise ConfigError(
+                f"data.train_short_side {self.train_short_side} and data.eval_short_side {self.eval_short_side} "
+                f"must be >= data.crop_size {self.crop_size}"
+            )
+        if self.num_eval_crops not in (1, 3):
+            raise ConfigError(f"data.num_eval_crops must be 1 or 3, got {self.num_eval_crops}")
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ConfigError(f"data.flip_prob must be in [0, 1], got {self.flip_prob}")
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            raise ConfigError(f"data.max_bad_fraction must be in [0, 1), got {self.max_bad_fraction}")
+        if self.decoder not in _DECODERS:
+            raise ConfigError(f"data.decoder must be one of {', '.join(_DECODERS)}, got {self.decoder!r}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"data.std must be > 0 per channel, got {self.std}")
+
+
+def _positive(key: str, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}")
+
+
+def field_docs(section: type) -> dict[str, str]:
+    """Field name -> docstring of a config dataclass (read from its source: the help text)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(section)))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
+            value = following.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                docs[node.target.id] = value.value.strip()
+    missing = [f.name for f in fields(section) if f.name not in docs]
+    assert not missing, f"{section.__name__} fields without a docstring: {missing}"
+    return docs

@@ -1,0 +1,92 @@
+"""Writing a dataset in the internal representation: Datumaro's own format, media beside it.
+
+Layout at the destination (exactly what Datumaro's ``datumaro`` exporter produces with media):
+``annotations/<subset>.json`` and ``videos/<subset>/<file or frame folder>``. Media are copied
+first and the annotation files last, so a reader that finds the annotations finds every video.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from datumaro.components.dataset import Dataset
+from datumaro.components.media import Video
+
+from actiontrain import storage
+from actiontrain.data.catalog import ActionDataset
+from actiontrain.errors import DataError
+
+__all__ = ["ConvertReport", "convert_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertReport:
+    """What a conversion wrote."""
+
+    destination: str
+    subsets: dict[str, int]
+    """Items written per subset."""
+    num_media_files: int
+    skipped: list[str]
+    """``subset/id`` of items left out because they have no media."""
+
+
+def convert_dataset(source: ActionDataset, destination: str, *, workers: int = 16) -> ConvertReport:
+    """Writes ``source`` to ``destination`` (any fsspec URL) in Datumaro's format, media included.
+
+    Raises:
+        DataError: two items of a subset have media with the same file name.
+        StorageError: a media file cannot be read or the destination cannot be written.
+    """
+    destination = destination.rstrip("/")
+    items, copies, skipped = [], [], []
+    names_seen: dict[tuple[str, str], str] = {}
+    for item in source.dataset:
+        if item.media is None:
+            skipped.append(f"{item.subset}/{item.id}")
+            continue
+        name = item.media.name
+        previous = names_seen.setdefault((item.subset, name), item.id)
+        if previous != item.id:
+            raise DataError(
+                f"items {previous!r} and {item.id!r} of subset {item.subset!r} both have media named "
+                f"{name!r}; Datumaro's format stores media by file name, so rename one of them"
+            )
+        copies.append((item.media, storage.join(destination, "videos", item.subset, name)))
+        # Datumaro resolves a relative media path against videos/<subset>/.
+        items.append(item.wrap(media=Video(name)))
+    if skipped:
+        logger.warning("%d items have no media and were left out, e.g. %s", len(skipped), skipped[0])
+
+    def copy_media(job) -> int:
+        media, target = job
+        media.save(target)
+        return 1
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        num_copied = sum(pool.map(copy_media, copies))
+
+    dataset = Dataset.from_iterable(
+        items, categories=source.dataset.categories(), media_type=Video, infos=dict(source.dataset.infos())
+    )
+    with tempfile.TemporaryDirectory(prefix="actiontrain-convert-") as staging:
+        dataset.export(staging, "datumaro", save_media=False)
+        annotation_files = sorted(
+            os.path.relpath(os.path.join(root, name), staging)
+            for root, _, names in os.walk(staging)
+            for name in names
+        )
+        for relative in annotation_files:
+            storage.copy(os.path.join(staging, relative), storage.join(destination, *relative.split(os.sep)))
+    subsets: dict[str, int] = {}
+    for item in items:
+        subsets[item.subset] = subsets.get(item.subset, 0) + 1
+    return ConvertReport(
+        destination=destination, subsets=dict(sorted(subsets.items())), num_media_files=num_copied, skipped=skipped
+    )

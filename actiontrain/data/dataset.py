@@ -1,0 +1,111 @@
+"""A torch ``Dataset`` of clips: decode the needed frames, sample in time, augment."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from actiontrain.config import DataConfig
+from actiontrain.data.catalog import Sample
+from actiontrain.data.sampling import eval_clip_indices, train_clip_indices
+from actiontrain.data.transforms import build_eval_transform, build_train_transform
+from actiontrain.data.video import open_media
+from actiontrain.errors import DataError, StorageError
+
+__all__ = ["ClipDataset", "sample_seed"]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The random seed of one sample in one epoch: independent of worker, rank and batch."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class ClipDataset(Dataset):
+    """Clips of labelled videos, ready for X3D: ``(C, T, H, W)`` float tensors.
+
+    Training items are one random segment with random resize, crop and (label-aware) flip;
+    evaluation items hold every view, ``(num_clips * num_crops, C, T, H, W)``. A sample whose
+    media cannot be read yields ``{"index", "error"}`` instead of raising, so one bad file does
+    not kill a worker; :class:`~actiontrain.data.loader.ClipLoader` counts and reports those.
+
+    Randomness comes only from ``(config.seed, epoch, index)``, so a sample gets the same clip
+    whichever worker, rank or restart reads it.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        *,
+        config: DataConfig,
+        train: bool,
+        flip_pairs: dict[int, int] | None = None,
+    ):
+        self.samples = list(samples)
+        self.config = config
+        self.train = train
+        self.epoch = 0
+        if train:
+            self._transform = build_train_transform(
+                crop_size=config.crop_size,
+                short_side_range=config.train_short_side,
+                flip_prob=config.flip_prob,
+                flip_pairs=flip_pairs if config.label_aware_flip else None,
+                mean=config.mean,
+                std=config.std,
+            )
+        else:
+            self._transform = build_eval_transform(
+                short_side=config.eval_short_side,
+                crop_size=config.crop_size,
+                num_crops=config.num_eval_crops,
+                mean=config.mean,
+                std=config.std,
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Changes the random segments and augmentations (call before each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        config = self.config
+        # A private RNG stream per sample: torchvision's random transforms use the global one.
+        with torch.random.fork_rng(devices=[]):
+            seed = sample_seed(config.seed, self.epoch, index)
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+            try:
+                with open_media(sample.url, decoder=config.decoder) as reader:
+                    if self.train:
+                        indices = train_clip_indices(
+                            reader.num_frames,
+                            clip_len=config.clip_len,
+                            frame_interval=config.frame_interval,
+                            generator=generator,
+                        )
+                        frames = reader.get_frames(indices)
+                    else:
+                        clips = eval_clip_indices(
+                            reader.num_frames,
+                            clip_len=config.clip_len,
+                            frame_interval=config.frame_interval,
+                            num_clips=config.num_eval_clips,
+                        )
+                        frames = reader.get_frames([i for clip in clips for i in clip])
+            except (DataError, StorageError) as error:
+                return {"index": index, "error": str(error)}
+            label = -1 if sample.label is None else sample.label
+            if self.train:
+                video, label = self._transform(frames, label)
+            else:
+                video = torch.cat(
+                    [self._transform(clip) for clip in frames.split(config.clip_len)], dim=0
+                )
+        return {"video": video, "label": label, "index": index}

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real S3 HTTP server (moto) on loopback, reached through s3fs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from actiontrain.embedded_s3 import EmbeddedS3
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[EmbeddedS3]:
+    """moto's S3 server on a free loopback port for the whole session."""
+    with EmbeddedS3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _s3_session_env(s3_server: EmbeddedS3) -> Iterator[None]:
+    names = [*s3_server.env, "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"]
+    saved = {name: os.environ.get(name) for name in names}
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        os.environ.pop(name, None)
+    os.environ.update(s3_server.env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def s3_env(_s3_session_env, s3_server: EmbeddedS3) -> dict[str, str]:
+    """The environment a process needs to reach the loopback S3 server (as in production)."""
+    return dict(s3_server.env)
+
+
+@pytest.fixture
+def s3_bucket(s3_env, s3_server: EmbeddedS3) -> str:
+    """A fresh, empty bucket; returns ``s3://NAME``."""
+    return s3_server.create_bucket(f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch) -> None:
+    monkeypatch.setenv("ACTIONTRAIN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
+import time
 from types import TracebackType
 
 from actiontrain.errors import ConfigError
@@ -36,10 +39,14 @@ class EmbeddedS3:
             s3.create_bucket("data")
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None, separate_process: bool = False):
         self.host = host
         self.port = port or _free_port(host)
+        # A separate process is closer to a real object store: its request handling (moto is
+        # pure Python) then neither holds this process's GIL nor counts as this process's work.
+        self.separate_process = separate_process
         self._server = None
+        self._process: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
@@ -57,15 +64,44 @@ class EmbeddedS3:
             raise ConfigError(
                 "the embedded S3 server needs moto: pip install 'actiontrain[demo]' (or 'moto[server]')"
             ) from None
+        if self.separate_process:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self._wait_until_listening()
+            return self
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         return self
 
+    def _wait_until_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"the S3 server exited with code {self._process.returncode}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the S3 server did not listen on {self.endpoint} within {timeout:.0f} s")
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
 
     def create_bucket(self, name: str) -> str:
         """Creates bucket ``name``; returns ``s3://name``."""

@@ -21,14 +21,13 @@ from datumaro.components.media import Video
 
 from actiontrain import storage
 from actiontrain.config import DataConfig
-from actiontrain.data import video as video_module
 from actiontrain.data.catalog import Sample
 from actiontrain.data.dataset import ClipDataset, sample_seed
 from actiontrain.data.motion import MOTIONS, decode_frame_index, render_clip
 from actiontrain.data.media_writer import write_video
 from actiontrain.data.sampling import train_clip_indices
 from actiontrain.data.transforms import TrainTransform, build_train_transform
-from actiontrain.data.video import open_media
+from actiontrain.data.video import open_media, resolve_decoder
 from actiontrain.embedded_s3 import EmbeddedS3
 
 TARGETS = {"s3_vs_local": 0.8, "local_vs_baseline": 3.0}
@@ -48,24 +47,43 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clips", type=int, default=96, help="clips per measurement, cycling over the videos (default 96)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported (default 3)")
     parser.add_argument("--gop", type=int, default=12, help="keyframe interval of the videos (FFmpeg's MPEG-4 default 12)")
+    parser.add_argument(
+        "--bitrate", type=int, default=600, help="average video bitrate in kbit/s, UCF101-like (default 600; 0 = constant quality)"
+    )
+    parser.add_argument("--noise", type=float, default=6.0, help="sensor noise std in grey levels (default 6)")
     parser.add_argument("--decoder", choices=("auto", "torchcodec", "pyav"), default="auto", help="actiontrain decoder")
     parser.add_argument("--seed", type=int, default=0, help="data.seed and the seed of the synthetic videos")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and OpenCV threads: 1 = one DataLoader worker, which is how the pipeline runs (default 1)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per batch, as the X3D recipe's batch per device (default 8)")
     args = parser.parse_args(argv)
-    for name in ("videos", "clips", "repeats", "gop"):
+    for name in ("videos", "clips", "repeats", "gop", "batch_size", "threads"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be > 0, got {getattr(args, name)}")
     return args
 
 
-def build_videos(root: str, *, num_videos: int, gop: int, seed: int) -> list[Sample]:
-    """Writes ``num_videos`` 320x240 XviD AVI files of 150-200 frames (UCF101-like) under ``root``."""
+def build_videos(
+    root: str, *, num_videos: int, gop: int, seed: int, bitrate_kbps: int = 0, noise_std: float = 0.0
+) -> list[Sample]:
+    """Writes ``num_videos`` 320x240 XviD AVI files of 150-200 frames (UCF101-like) under ``root``.
+
+    With sensor noise and an average bitrate the files have UCF101's size (about 0.5 MB for 7 s);
+    without, a flat synthetic scene compresses to a tenth of that.
+    """
     rng = np.random.default_rng(seed)
     samples = []
     for i in range(num_videos):
         label = i % len(MOTIONS)
-        frames = render_clip(MOTIONS[label].key, num_frames=int(rng.integers(150, 201)), seed=seed * 100_003 + i)
+        frames = render_clip(
+            MOTIONS[label].key, num_frames=int(rng.integers(150, 201)), seed=seed * 100_003 + i, noise_std=noise_std
+        )
         path = os.path.join(root, f"video_{i:03d}.avi")
-        write_video(path, frames, fps=25, gop=gop)
+        write_video(path, frames, fps=25, gop=gop, bit_rate=bitrate_kbps * 1000 or None)
         samples.append(Sample(url=path, label=label, item_id=f"video_{i:03d}"))
     return samples
 
@@ -134,7 +152,7 @@ class DatumaroBaseline:
         """The training item of ``index`` in ``epoch``, as ``ClipDataset.__getitem__`` returns it."""
         sample = self.samples[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.config.seed, epoch, index))
+            torch.default_generator.manual_seed(sample_seed(self.config.seed, epoch, index))
             frames, _, _ = self.clip_frames(index, epoch=epoch)
             video, label = self.transform(frames, sample.label)
         return {"video": video, "label": label, "index": index}
@@ -151,11 +169,45 @@ def _dataset_get(dataset: ClipDataset) -> Callable[[int, int], dict[str, Any]]:
     return get
 
 
-def _time_clips(get: Callable[[int, int], dict[str, Any]], clips: list[Clip]) -> float:
-    """Seconds to produce every clip of ``clips``, one after another in this process."""
-    start = time.perf_counter()
+def _dataset_batches(
+    dataset: ClipDataset, batches: list[tuple[int, list[int]]]
+) -> Callable[[list[int], int], list[dict[str, Any]]]:
+    # The training path: the DataLoader hands each batch's indices to ClipDataset.__getitems__.
+    started = [False]
+    def get(indices: list[int], epoch: int) -> list[dict[str, Any]]:
+        if dataset.epoch != epoch or not started[0]:
+            # As ClipLoader does: the epoch's order is known up front, so the next batch is fetched early.
+            dataset.set_epoch(epoch, schedule=[index for e, batch in batches for index in batch if e == epoch])
+            started[0] = True
+        items = dataset.__getitems__(indices)
+        for item in items:
+            if "error" in item:
+                raise RuntimeError(f"sample {item['index']} failed: {item['error']}")
+        return items
+
+    return get
+
+
+def _baseline_batches(baseline: DatumaroBaseline) -> Callable[[list[int], int], list[dict[str, Any]]]:
+    # A Datumaro-based loader has no batched access: one clip after another.
+    return lambda indices, epoch: [baseline.get(index, epoch=epoch) for index in indices]
+
+
+def _batches(clips: list[Clip], batch_size: int) -> list[tuple[int, list[int]]]:
+    """Groups ``(epoch, index)`` pairs into batches that never span two epochs."""
+    batches: list[tuple[int, list[int]]] = []
     for epoch, index in clips:
-        get(index, epoch)
+        if not batches or batches[-1][0] != epoch or len(batches[-1][1]) == batch_size:
+            batches.append((epoch, []))
+        batches[-1][1].append(index)
+    return batches
+
+
+def _time_clips(get: Callable[[list[int], int], list[dict[str, Any]]], batches: list[tuple[int, list[int]]]) -> float:
+    """Seconds to produce every batch, one after another in this process."""
+    start = time.perf_counter()
+    for epoch, indices in batches:
+        get(indices, epoch)
     return time.perf_counter() - start
 
 
@@ -222,30 +274,37 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Builds the videos, measures the three configurations interleaved, returns the results."""
+    # PyTorch runs each DataLoader worker with one thread; measure the pipeline the same way,
+    # and hold the baseline's OpenCV to the same budget.
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     config = DataConfig(decoder=args.decoder, seed=args.seed)
     # (epoch, index): --clips 96 over 24 videos is 4 epochs, each with other segments and crops.
     clips = [(k // args.videos, k % args.videos) for k in range(args.clips)]
-    with tempfile.TemporaryDirectory(prefix="actiontrain-bench-") as root, EmbeddedS3() as s3, _environment(s3.env):
+    with tempfile.TemporaryDirectory(prefix="actiontrain-bench-") as root, EmbeddedS3(separate_process=True) as s3, _environment(s3.env):
         started = time.perf_counter()
-        local_samples = build_videos(root, num_videos=args.videos, gop=args.gop, seed=args.seed)
+        local_samples = build_videos(
+            root, num_videos=args.videos, gop=args.gop, seed=args.seed, bitrate_kbps=args.bitrate, noise_std=args.noise
+        )
+        mean_kib = statistics.mean(os.path.getsize(sample.url) for sample in local_samples) / 1024
         s3_samples = upload(local_samples, s3.create_bucket("bench"))
         setup_s = time.perf_counter() - started
         local = ClipDataset(local_samples, config=config, train=True)
         remote = ClipDataset(s3_samples, config=config, train=True)
         baseline = DatumaroBaseline(local_samples, config=config)
-        configurations: dict[str, Callable[[int, int], dict[str, Any]]] = {
-            "local": _dataset_get(local),
-            "s3": _dataset_get(remote),
-            "baseline": lambda index, epoch: baseline.get(index, epoch=epoch),
+        batches = _batches(clips, args.batch_size)
+        configurations = {
+            "local": _dataset_batches(local, batches),
+            "s3": _dataset_batches(remote, batches),
+            "baseline": _baseline_batches(baseline),
         }
         max_diff = check_same_clips(local, baseline, clips[:_NUM_SANITY_CLIPS])
-        epoch, index = clips[0]
         for get in configurations.values():  # warm-up: imports, first open, S3 connection pool
-            get(index, epoch)
+            get(*reversed(batches[0]))
         seconds: dict[str, list[float]] = {name: [] for name in configurations}
         for _ in range(args.repeats):
             for name, get in configurations.items():
-                seconds[name].append(_time_clips(get, clips))
+                seconds[name].append(_time_clips(get, batches))
     rates = {name: args.clips / statistics.median(values) for name, values in seconds.items()}
     ratios = {
         "s3_vs_local": rates["s3"] / rates["local"],
@@ -256,8 +315,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "s3_clips_per_s": round(rates["s3"], 2),
         "baseline_clips_per_s": round(rates["baseline"], 2),
         **{name: round(value, 3) for name, value in ratios.items()},
-        "decoder": video_module._AUTO_DECODER if args.decoder == "auto" else args.decoder,
+        "decoder": resolve_decoder(args.decoder),
+        "batch_size": args.batch_size,
         "gop": args.gop,
+        "bitrate_kbps": args.bitrate,
+        "mean_file_kib": round(mean_kib, 1),
         "num_videos": args.videos,
         "num_clips": args.clips,
         "repeats": args.repeats,
@@ -280,8 +342,9 @@ def _table(result: dict[str, Any]) -> str:
     ]
     versions = result["versions"]
     lines = [
-        f"decoder {result['decoder']}  gop {result['gop']}  {result['num_videos']} videos x 150-200 frames 320x240 XviD AVI  "
-        f"{result['num_clips']} clips x {result['repeats']} repeats (median)",
+        f"decoder {result['decoder']}  gop {result['gop']}  {result['num_videos']} videos x 150-200 frames 320x240 XviD AVI "
+        f"(mean {result['mean_file_kib']:.0f} KiB, {result['bitrate_kbps'] or 'constant-quality'} kbit/s)  "
+        f"{result['num_clips']} clips in batches of {result['batch_size']} x {result['repeats']} repeats (median)",
         f"cpus {result['num_cpus']}  torch threads {result['torch_threads']}  torch {versions['torch']}  "
         f"torchcodec {versions['torchcodec']}  opencv {versions['opencv']}",
         f"sanity: baseline clips equal (a)'s (frame codes match; max mean |diff| {result['sanity_max_mean_abs_diff']})",

@@ -19,6 +19,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# Python 3.11's bundled pip (23.x) gives up on the s3fs/aiobotocore/botocore pins that a
+# current pip resolves at once.
+"${pip[@]}" install --upgrade "pip>=25"
 # torch/torchvision first and pinned: this pair loads together (a newer torchvision from PyPI
 # does not load beside an older torch); on this machine kind pip takes them from local wheels.
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
@@ -28,5 +31,6 @@ fi
 target="."
 [ -n "$extras" ] && target=".[${extras}]"
 echo "[setup] installing actiontrain${extras:+[$extras]}"
-"${pip[@]}" install -e "$target" 2>&1 | grep -v "is ignored: it is neither" || true
-.venv/bin/python -c "import actiontrain" 
+# This machine kind's pip config lists local wheel folders; filter its noise, keep its status.
+"${pip[@]}" install -e "$target" 2> >(grep -v "is ignored: it is neither" >&2)
+.venv/bin/python -c "import actiontrain"

@@ -149,3 +149,20 @@ def test_wrong_credentials_are_reported_without_the_secret(authenticating_s3, mo
         storage.read_bytes("s3://bucket-y/a.avi")
     assert "wrong-secret-value-123" not in str(error.value)
     assert "AKIAWRONGKEY" not in str(error.value)
+
+
+def test_read_range_returns_what_exists(tmp_path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"0123456789")
+    assert storage.read_range(str(path), 2, 5) == b"234"
+    assert storage.read_range(str(path), 0, 1 << 20) == b"0123456789"
+
+
+@pytest.mark.e2e
+def test_read_range_on_s3_handles_empty_and_missing_objects(s3_bucket):
+    storage.write_bytes(storage.join(s3_bucket, "empty.avi"), b"")
+    storage.write_bytes(storage.join(s3_bucket, "small.avi"), b"abc")
+    assert storage.read_range(storage.join(s3_bucket, "small.avi"), 0, 1 << 24) == b"abc"
+    assert storage.read_range(storage.join(s3_bucket, "empty.avi"), 0, 1 << 24) == b""
+    with pytest.raises(StorageError, match="^not found: "):
+        storage.read_range(storage.join(s3_bucket, "missing.avi"), 0, 10)

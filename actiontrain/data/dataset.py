@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -12,6 +14,7 @@ from actiontrain.config import DataConfig
 from actiontrain.data.catalog import Sample
 from actiontrain.data.sampling import eval_clip_indices, train_clip_indices
 from actiontrain.data.transforms import build_eval_transform, build_train_transform
+from actiontrain.data.prefetch import MediaPrefetcher
 from actiontrain.data.video import open_media
 from actiontrain.errors import DataError, StorageError
 
@@ -48,6 +51,7 @@ class ClipDataset(Dataset):
         self.config = config
         self.train = train
         self.epoch = 0
+        self._prefetcher = MediaPrefetcher([sample.url for sample in self.samples])
         if train:
             self._transform = build_train_transform(
                 crop_size=config.crop_size,
@@ -66,23 +70,44 @@ class ClipDataset(Dataset):
                 std=config.std,
             )
 
-    def set_epoch(self, epoch: int) -> None:
-        """Changes the random segments and augmentations (call before each epoch)."""
+    def set_epoch(self, epoch: int, *, schedule: Sequence[int] | None = None) -> None:
+        """Changes the random segments and augmentations (call before each epoch).
+
+        Args:
+            epoch: The epoch number (part of every sample's seed).
+            schedule: The order in which this rank will read samples, if known; lets remote
+                media be fetched a batch ahead.
+        """
         self.epoch = epoch
+        self._prefetcher.set_schedule(schedule)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._load(index, None)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch: remote files are fetched concurrently, then decoded and augmented in order.
+
+        The DataLoader calls this instead of ``__getitem__`` per sample. Only I/O runs in
+        threads: decoding and augmentation stay on this thread, so the global RNG that
+        torchvision's transforms draw from is never shared.
+        """
+        fetches = self._prefetcher.fetch_batch(indices)
+        return [self._load(index, fetch) for index, fetch in zip(indices, fetches)]
+
+    def _load(self, index: int, fetch: Future | None) -> dict[str, Any]:
         sample = self.samples[index]
         config = self.config
         # A private RNG stream per sample: torchvision's random transforms use the global one.
         with torch.random.fork_rng(devices=[]):
             seed = sample_seed(config.seed, self.epoch, index)
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also seeds every accelerator
             generator = torch.Generator().manual_seed(seed)
             try:
-                with open_media(sample.url, decoder=config.decoder) as reader:
+                file = fetch.result() if fetch is not None else None
+                with open_media(sample.url, decoder=config.decoder, file=file) as reader:
                     if self.train:
                         indices = train_clip_indices(
                             reader.num_frames,

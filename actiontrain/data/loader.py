@@ -123,8 +123,9 @@ class ClipLoader:
         )
 
     def set_epoch(self, epoch: int, consumed: int = 0) -> None:
-        self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch, consumed)
+        # The order is known before the epoch starts: let workers fetch their next batch early.
+        self.dataset.set_epoch(epoch, schedule=list(self.sampler))
 
     def __len__(self) -> int:
         return len(self._loader)

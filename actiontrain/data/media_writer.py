@@ -23,11 +23,14 @@ CONTAINERS: dict[str, tuple[str, str | None, dict[str, str]]] = {
 }
 
 
-def write_video(url: str, frames: np.ndarray, *, fps: int = 25, gop: int = 12) -> None:
+def write_video(
+    url: str, frames: np.ndarray, *, fps: int = 25, gop: int = 12, bit_rate: int | None = None
+) -> None:
     """Encodes ``(T, H, W, 3)`` uint8 RGB frames to ``url``; the container comes from its suffix.
 
     ``gop`` is the keyframe interval: decoders must seek to a keyframe and decode forward, as with
-    real downloads. The file appears at ``url`` only once complete.
+    real downloads. ``bit_rate`` (bits/s) switches from constant quality to an average bitrate.
+    The file appears at ``url`` only once complete.
     """
     container = os.path.splitext(url)[1].lstrip(".").lower()
     if container not in CONTAINERS:
@@ -40,6 +43,9 @@ def write_video(url: str, frames: np.ndarray, *, fps: int = 25, gop: int = 12) -
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
             stream.codec_context.gop_size = gop
+            if bit_rate:
+                stream.bit_rate = bit_rate
+                options = {key: value for key, value in options.items() if key not in ("qscale", "crf")}
             stream.options = dict(options)
             if tag:
                 stream.codec_tag = tag

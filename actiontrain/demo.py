@@ -8,10 +8,8 @@ augmented training clips from S3 with several DataLoader workers.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actiontrain.embedded_s3 import EmbeddedS3
@@ -33,20 +31,6 @@ class DemoResult:
     facts: dict[str, object] = field(default_factory=dict)
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_demo(
     *,
     num_classes: int = 4,
@@ -64,7 +48,7 @@ def run_demo(
             on_stage(name, result.seconds[name])
 
     start = time.perf_counter()
-    with EmbeddedS3() as s3, _environment(s3.env):
+    with EmbeddedS3() as s3, s3.environment():
         result.endpoint = s3.endpoint
         bucket = s3.create_bucket(BUCKET)
         stage("start S3 on loopback", start)

@@ -6,11 +6,14 @@ it reaches AWS or MinIO in production; only the endpoint and throwaway credentia
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 from actiontrain.errors import ConfigError
@@ -24,6 +27,9 @@ _CREDENTIALS = {
 }
 
 
+_OVERRIDING = ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -34,8 +40,7 @@ class EmbeddedS3:
     """Starts moto's S3 server on a free loopback port; use as a context manager.
 
     Example:
-        with EmbeddedS3() as s3:
-            os.environ.update(s3.env)
+        with EmbeddedS3() as s3, s3.environment():
             s3.create_bucket("data")
     """
 
@@ -56,6 +61,27 @@ class EmbeddedS3:
     def env(self) -> dict[str, str]:
         """Standard AWS variables that point s3fs/boto at this server (throwaway credentials)."""
         return {**_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
+
+    @contextlib.contextmanager
+    def environment(self) -> Iterator[dict[str, str]]:
+        """Points this process's AWS variables at the server for the block, then restores them.
+
+        Variables that would override the endpoint or the credentials (a profile, a session
+        token, an S3-specific endpoint) are unset meanwhile.
+        """
+        names = [*self.env, *_OVERRIDING]
+        saved = {name: os.environ.get(name) for name in names}
+        for name in _OVERRIDING:
+            os.environ.pop(name, None)
+        os.environ.update(self.env)
+        try:
+            yield dict(self.env)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def start(self) -> EmbeddedS3:
         try:

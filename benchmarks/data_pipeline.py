@@ -9,8 +9,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -258,20 +257,6 @@ def check_same_clips(dataset: ClipDataset, baseline: DatumaroBaseline, clips: li
     return worst
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Builds the videos, measures the three configurations interleaved, returns the results."""
     # PyTorch runs each DataLoader worker with one thread; measure the pipeline the same way,
@@ -281,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = DataConfig(decoder=args.decoder, seed=args.seed)
     # (epoch, index): --clips 96 over 24 videos is 4 epochs, each with other segments and crops.
     clips = [(k // args.videos, k % args.videos) for k in range(args.clips)]
-    with tempfile.TemporaryDirectory(prefix="actiontrain-bench-") as root, EmbeddedS3(separate_process=True) as s3, _environment(s3.env):
+    with tempfile.TemporaryDirectory(prefix="actiontrain-bench-") as root, EmbeddedS3(separate_process=True) as s3, s3.environment():
         started = time.perf_counter()
         local_samples = build_videos(
             root, num_videos=args.videos, gop=args.gop, seed=args.seed, bitrate_kbps=args.bitrate, noise_std=args.noise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -20,19 +19,8 @@ def s3_server() -> Iterator[EmbeddedS3]:
 
 @pytest.fixture(scope="session")
 def _s3_session_env(s3_server: EmbeddedS3) -> Iterator[None]:
-    names = [*s3_server.env, "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"]
-    saved = {name: os.environ.get(name) for name in names}
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        os.environ.pop(name, None)
-    os.environ.update(s3_server.env)
-    try:
+    with s3_server.environment():
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture

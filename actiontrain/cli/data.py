@@ -32,6 +32,11 @@ def _frame_range(text: str) -> tuple[int, int]:
     return bounds
 
 
+def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, help="dataset layout (detected when absent)")
+    parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="inspect, convert and generate datasets")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -43,8 +48,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "Exit code 1 when a problem makes it unusable, 2 when it cannot be read at all.",
     )
     check.add_argument("url", help="dataset root: a path, s3://bucket/prefix, simplecache::s3://...")
-    check.add_argument("--format", choices=FORMATS, help="dataset layout (detected when absent)")
-    check.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
+    _add_layout_arguments(check)
     check.add_argument("--deep", action="store_true", help="also decode every video and frame to the end")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.set_defaults(handler=_check)
@@ -55,8 +59,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("source", help="dataset root URL")
     convert.add_argument("destination", help="where to write it (any fsspec URL)")
-    convert.add_argument("--format", choices=FORMATS, help="layout of SOURCE (detected when absent)")
-    convert.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
+    _add_layout_arguments(convert)
     convert.set_defaults(handler=_convert)
 
     synth = actions.add_parser(

@@ -7,10 +7,15 @@ from typing import Literal
 
 from actiontrain.errors import ConfigError
 
-__all__ = ["DataConfig", "field_docs"]
+__all__ = ["DECODERS", "X3D_MEAN", "X3D_STD", "DataConfig", "Decoder", "check_positive", "field_docs"]
 
 Decoder = Literal["auto", "torchcodec", "pyav"]
-_DECODERS = ("auto", "torchcodec", "pyav")
+DECODERS: tuple[str, ...] = ("auto", "torchcodec", "pyav")
+"""Video decoders: ``auto`` picks the measured fastest."""
+X3D_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
+"""Per-channel mean the pretrained X3D checkpoints were trained with (pytorchvideo Kinetics recipe)."""
+X3D_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
+"""Per-channel standard deviation matching :data:`X3D_MEAN`."""
 
 
 @dataclass(kw_only=True)
@@ -35,9 +40,9 @@ class DataConfig:
     """Probability of a horizontal flip during training."""
     label_aware_flip: bool = True
     """Swap the labels of mirror-image classes (the dataset's flip pairs) when a clip is flipped."""
-    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    mean: tuple[float, float, float] = X3D_MEAN
     """Per-channel mean for normalisation (RGB, 0-1 scale)."""
-    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    std: tuple[float, float, float] = X3D_STD
     """Per-channel standard deviation for normalisation."""
     decoder: Decoder = "auto"
     """Video decoder: auto (the measured fastest), torchcodec or pyav."""
@@ -51,11 +56,11 @@ class DataConfig:
     """Extra label pairs that swap under a horizontal flip, beside those the dataset declares."""
 
     def __post_init__(self) -> None:
-        _positive("data.clip_len", self.clip_len)
-        _positive("data.frame_interval", self.frame_interval)
-        _positive("data.crop_size", self.crop_size)
-        _positive("data.eval_short_side", self.eval_short_side)
-        _positive("data.num_eval_clips", self.num_eval_clips)
+        check_positive("data.clip_len", self.clip_len)
+        check_positive("data.frame_interval", self.frame_interval)
+        check_positive("data.crop_size", self.crop_size)
+        check_positive("data.eval_short_side", self.eval_short_side)
+        check_positive("data.num_eval_clips", self.num_eval_clips)
         low, high = self.train_short_side
         if not 0 < low <= high:
             raise ConfigError(f"data.train_short_side must be (min, max) with 0 < min <= max, got {self.train_short_side}")
@@ -70,16 +75,17 @@ class DataConfig:
             raise ConfigError(f"data.flip_prob must be in [0, 1], got {self.flip_prob}")
         if not 0.0 <= self.max_bad_fraction < 1.0:
             raise ConfigError(f"data.max_bad_fraction must be in [0, 1), got {self.max_bad_fraction}")
-        if self.decoder not in _DECODERS:
-            raise ConfigError(f"data.decoder must be one of {', '.join(_DECODERS)}, got {self.decoder!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"data.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"data.std must be > 0 per channel, got {self.std}")
 
 
-def _positive(key: str, value: int) -> None:
-    if not isinstance(value, int) or value <= 0:
+def check_positive(key: str, value: int) -> None:
+    """Raises a ConfigError naming ``key`` unless ``value`` is an integer > 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 

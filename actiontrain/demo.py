@@ -84,19 +84,13 @@ def run_demo(
         stage("convert to Datumaro format", start)
 
         from actiontrain.config import DataConfig
-        from actiontrain.data.dataset import ClipDataset
+        from actiontrain.data.dataset import build_clip_dataset
         from actiontrain.data.loader import ClipLoader
-        from actiontrain.data.transforms import flip_pairs_from_names
 
         start = time.perf_counter()
         dataset = load_dataset(internal_url)
         config = DataConfig(num_workers=num_workers)
-        clips = ClipDataset(
-            dataset.samples("train"),
-            config=config,
-            train=True,
-            flip_pairs=flip_pairs_from_names(dataset.flip_pairs, dataset.classes),
-        )
+        clips = build_clip_dataset(dataset, subset="train", config=config, train=True)
         loader = ClipLoader(clips, batch_size=batch_size)
         loader.set_epoch(0)
         num_clips, shape = 0, None

@@ -1,6 +1,6 @@
 """Project errors: user mistakes raise these; the CLI prints them as one line."""
 
-__all__ = ["ActionTrainError", "ConfigError", "DataError", "StorageError"]
+__all__ = ["ActionTrainError", "ConfigError", "DataError", "NotFoundError", "StorageError"]
 
 
 class ActionTrainError(Exception):
@@ -13,6 +13,10 @@ class ConfigError(ActionTrainError):
 
 class StorageError(ActionTrainError):
     """A URL that cannot be read or written (missing, unreachable, forbidden)."""
+
+
+class NotFoundError(StorageError):
+    """The file or folder does not exist (unlike an outage or bad credentials, a fact about the data)."""
 
 
 class DataError(ActionTrainError):

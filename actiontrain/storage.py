@@ -22,7 +22,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.core import url_to_fs as _fsspec_url_to_fs
 
-from actiontrain.errors import StorageError
+from actiontrain.errors import NotFoundError, StorageError
 
 __all__ = [
     "atomic_write",
@@ -33,6 +33,7 @@ __all__ = [
     "isdir",
     "is_local",
     "join",
+    "list_entries",
     "listdir",
     "open_url",
     "read_bytes",
@@ -40,6 +41,7 @@ __all__ = [
     "read_text",
     "redact",
     "relative_to",
+    "remove",
     "storage_errors",
     "url_to_fs",
     "write_bytes",
@@ -50,12 +52,15 @@ _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_K
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
+# Credential values resolved from profiles, files or a service account, beside the variables.
+_RESOLVED_SECRETS: set[str] = set()
+
+
 def redact(text: str) -> str:
-    """Replaces any credential value present in the environment by ``***``."""
-    for name in _SECRET_VARIABLES:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
+    """Replaces any known credential value (environment or resolved by botocore) by ``***``."""
+    values = {os.environ.get(name) for name in _SECRET_VARIABLES} | _RESOLVED_SECRETS
+    for value in sorted((v for v in values if v and len(v) >= 4), key=len, reverse=True):
+        text = text.replace(value, "***")
     return text
 
 
@@ -91,7 +96,12 @@ def _have_credentials(_environment: tuple) -> bool:
     # botocore's own chain: variables, profile files, web identity (a pod's service account),
     # container and instance metadata. s3fs would otherwise fall back to unsigned requests and
     # report a misleading "bucket does not exist".
-    return botocore.session.get_session().get_credentials() is not None
+    credentials = botocore.session.get_session().get_credentials()
+    if credentials is None:
+        return False
+    frozen = credentials.get_frozen_credentials()
+    _RESOLVED_SECRETS.update(value for value in (frozen.access_key, frozen.secret_key, frozen.token) if value)
+    return True
 
 
 def _require_credentials(url: str) -> None:
@@ -120,7 +130,7 @@ def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         StorageError: the URL's protocol is unknown or its backend is not installed.
     """
     if not isinstance(url, str) or not url:
-        raise StorageError(f"empty URL given; pass a path or a URL such as s3://bucket/dataset")
+        raise StorageError("empty URL given; pass a path or a URL such as s3://bucket/dataset")
     try:
         return _fsspec_url_to_fs(url, **_storage_options_for(url))
     except ValueError as error:
@@ -233,7 +243,10 @@ def storage_errors(url: str) -> Iterator[None]:
         raise
     except Exception as error:  # backends raise OSError, botocore and aiohttp errors alike
         if _is_storage_failure(error):
-            raise StorageError(_describe(error, url)) from None
+            message = _describe(error, url)
+            if message.startswith("not found: "):
+                raise NotFoundError(message) from None
+            raise StorageError(message) from None
         raise
 
 
@@ -258,18 +271,31 @@ def isdir(url: str) -> bool:
         return fs.isdir(path)
 
 
-def listdir(url: str) -> list[str]:
-    """Names directly under the folder ``url`` (files and folders), sorted.
+def list_entries(url: str) -> list[tuple[str, bool]]:
+    """``(name, is_folder)`` of everything directly under the folder ``url``, sorted; one listing request.
 
     Raises:
         StorageError: ``url`` does not exist or cannot be listed.
     """
     fs, path = url_to_fs(url)
     with storage_errors(url):
-        entries = fs.ls(path, detail=False)
+        entries = fs.ls(path, detail=True)
     base = path.rstrip("/")
-    names = {posixpath.basename(entry.rstrip("/")) for entry in entries if entry.rstrip("/") != base}
-    return sorted(names)
+    found: dict[str, bool] = {}
+    for entry in entries:
+        name = entry["name"].rstrip("/")
+        if name != base:
+            found[posixpath.basename(name)] = entry.get("type") == "directory"
+    return sorted(found.items())
+
+
+def listdir(url: str) -> list[str]:
+    """Names directly under the folder ``url`` (files and folders), sorted.
+
+    Raises:
+        StorageError: ``url`` does not exist or cannot be listed.
+    """
+    return [name for name, _ in list_entries(url)]
 
 
 def find(url: str, *, maxdepth: int | None = None) -> list[str]:
@@ -354,6 +380,13 @@ def atomic_write(url: str) -> Iterator[str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def remove(url: str) -> None:
+    """Deletes the file at ``url`` (missing is fine)."""
+    fs, path = url_to_fs(url)
+    with storage_errors(url), contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
 
 
 def write_bytes(url: str, data: bytes) -> None:

@@ -166,3 +166,15 @@ def test_read_range_on_s3_handles_empty_and_missing_objects(s3_bucket):
     assert storage.read_range(storage.join(s3_bucket, "empty.avi"), 0, 1 << 24) == b""
     with pytest.raises(StorageError, match="^not found: "):
         storage.read_range(storage.join(s3_bucket, "missing.avi"), 0, 10)
+
+
+@pytest.mark.e2e
+def test_credentials_from_a_profile_file_are_redacted_too(s3_env, monkeypatch, tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[ci]\naws_access_key_id = AKIAFROMPROFILE\naws_secret_access_key = profile-secret-42\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "ci")
+    storage.url_to_fs("s3://any-bucket/x")  # resolves the profile's credentials
+    assert storage.redact("key AKIAFROMPROFILE secret profile-secret-42") == "key *** secret ***"

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from actiontrain.data.formats import FORMATS
+from actiontrain.data.layouts import FORMATS
 
 __all__ = ["add_parser"]
 
@@ -50,6 +50,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check.add_argument("url", help="dataset root: a path, s3://bucket/prefix, simplecache::s3://...")
     _add_layout_arguments(check)
     check.add_argument("--deep", action="store_true", help="also decode every video and frame to the end")
+    check.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=0.0,
+        help="share of items with missing or undecodable media that still counts as usable, as "
+        "data.max_bad_fraction does in training (default 0: every video must be there)",
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.set_defaults(handler=_check)
 
@@ -81,7 +88,9 @@ def _check(args: argparse.Namespace) -> int:
     from actiontrain.cli import EXIT_PROBLEMS
     from actiontrain.data.check import check_dataset
 
-    report = check_dataset(args.url, format=args.format, split=args.split, deep=args.deep)
+    report = check_dataset(
+        args.url, format=args.format, split=args.split, deep=args.deep, max_bad_fraction=args.max_bad_fraction
+    )
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -96,6 +105,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"problems: {len(report.problems) or 'none'}", file=out)
         for problem in report.problems:
             print(f"  {problem}", file=out)
+        if report.bad_media_fraction:
+            print(f"bad media: {report.bad_media_fraction:.2%} of the items (allowed {report.max_bad_fraction:.2%})", file=out)
         print("usable:   " + ("yes" if report.usable else "NO: fix the errors above"), file=out)
     return 0 if report.usable else EXIT_PROBLEMS
 

@@ -11,7 +11,8 @@ from datumaro.components.dataset import Dataset
 from datumaro.components.errors import DatasetImportError, DatasetNotFoundError, DatumaroError
 from datumaro.components.media import Video
 
-from actiontrain.data.formats import FLIP_PAIRS_INFO, FORMATS, SPLIT_FORMATS, build_environment
+from actiontrain.data.formats import FLIP_PAIRS_INFO, build_environment
+from actiontrain.data.layouts import FORMATS, LAYOUT_HINTS, SPLIT_FORMATS
 from actiontrain.data.media import VideoRef
 from actiontrain.data.problems import CollectingErrorPolicy, Problem
 from actiontrain.data.source import DatasetSource
@@ -21,15 +22,6 @@ from actiontrain.storage import redact
 __all__ = ["ActionDataset", "Sample", "detect_format", "load_dataset"]
 
 logger = logging.getLogger(__name__)
-
-_LAYOUT_HINTS = {
-    "ucf101": "UCF-101/ + ucfTrainTestlist/classInd.txt",
-    "hmdb51": "hmdb51_org/ + testTrainMulti_7030_splits/",
-    "jester": "20bn-jester-v1/ + jester-v1-labels.csv",
-    "kinetics": "train.csv with a youtube_id column + <split>/ videos",
-    "datumaro": "annotations/<subset>.json + videos/",
-}
-
 
 @dataclass(frozen=True, kw_only=True)
 class Sample:
@@ -50,7 +42,8 @@ class ActionDataset:
     format: str
     dataset: Dataset
     problems: list[Problem] = field(default_factory=list)
-    """Lines the importer could not use (unknown labels, malformed lines)."""
+    """Lines the importer could not use (unknown labels, malformed lines, duplicates) and items
+    without media; the items stay out of :meth:`samples`."""
 
     @property
     def classes(self) -> list[str]:
@@ -95,7 +88,7 @@ def detect_format(source: DatasetSource) -> str:
     found = [name for name in build_environment().detect_dataset(source.local_root, depth=0) if name in FORMATS]
     if len(found) == 1:
         return found[0]
-    hints = "; ".join(f"{name}: {hint}" for name, hint in _LAYOUT_HINTS.items())
+    hints = "; ".join(f"{name}: {hint}" for name, hint in LAYOUT_HINTS.items())
     if not found:
         raise DataError(f"no supported dataset layout at {source.url} ({hints}); pass --format if it is one of these")
     raise DataError(f"{source.url} looks like several formats ({', '.join(found)}); pass --format")
@@ -130,16 +123,26 @@ def load_dataset(url: str, *, format: str | None = None, split: int = 1) -> Acti
         raise
     except DatasetNotFoundError:
         raise DataError(
-            f"{source.url} is not a {format} dataset (expected {_LAYOUT_HINTS[format]}); check --format"
+            f"{source.url} is not a {format} dataset (expected {LAYOUT_HINTS[format]}); check --format"
         ) from None
     except (DatumaroError, DatasetImportError, OSError, ValueError, KeyError) as error:
         raise _import_error(error, source.url, format) from None
     if not items and not policy.problems:
         raise DataError(f"no items found in {source.url} read as {format}; check --format and the layout")
+    problems = policy.problems + [
+        Problem(
+            severity="error",
+            kind="missing_media",
+            message=f"no video found for this item under {source.url}",
+            item=f"{item.subset}/{item.id}",
+        )
+        for item in items
+        if item.media is None
+    ]
     dataset = Dataset.from_iterable(
         items, categories=imported.categories(), media_type=Video, infos=dict(imported.infos())
     )
-    return ActionDataset(url=source.url, format=format, dataset=dataset, problems=policy.problems)
+    return ActionDataset(url=source.url, format=format, dataset=dataset, problems=problems)
 
 
 def _with_url_media(item, source: DatasetSource):

@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 _DEEP_CHUNK = 32  # frames decoded at a time in --deep, to bound memory on long videos
 
 
+_MEDIA_KINDS = ("missing_media", "undecodable")
+"""Problems of single media files: training skips those items, up to data.max_bad_fraction."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class CheckReport:
     """Summary of a dataset and the problems found in it."""
@@ -30,11 +34,20 @@ class CheckReport:
     subsets: dict[str, int]
     problems: list[Problem] = field(default_factory=list)
     flip_pairs: list[tuple[str, str]] = field(default_factory=list)
+    max_bad_fraction: float = 0.0
+    """Share of items with missing or undecodable media that training tolerates."""
+
+    @property
+    def bad_media_fraction(self) -> float:
+        """Share of the items whose media are missing or undecodable."""
+        bad = {problem.item for problem in self.problems if problem.kind in _MEDIA_KINDS}
+        return len(bad) / max(sum(self.subsets.values()), 1)
 
     @property
     def usable(self) -> bool:
-        """False when any problem is an error (training would fail or silently skip data)."""
-        return bool(self.subsets) and not any(problem.severity == "error" for problem in self.problems)
+        """False when an annotation error exists, or more media are bad than training tolerates."""
+        structural = any(p.severity == "error" and p.kind not in _MEDIA_KINDS for p in self.problems)
+        return bool(self.subsets) and not structural and self.bad_media_fraction <= self.max_bad_fraction
 
     def to_dict(self) -> dict:
         return {
@@ -44,17 +57,27 @@ class CheckReport:
             "subsets": self.subsets,
             "flip_pairs": [list(pair) for pair in self.flip_pairs],
             "usable": self.usable,
+            "bad_media_fraction": round(self.bad_media_fraction, 6),
+            "max_bad_fraction": self.max_bad_fraction,
             "problems": [problem.to_dict() for problem in self.problems],
         }
 
 
 def check_dataset(
-    url: str, *, format: str | None = None, split: int = 1, deep: bool = False, workers: int = 8
+    url: str,
+    *,
+    format: str | None = None,
+    split: int = 1,
+    deep: bool = False,
+    max_bad_fraction: float = 0.0,
+    workers: int = 8,
 ) -> CheckReport:
     """Imports the dataset at ``url`` and looks for problems.
 
-    Finds lines the importer could not use (unknown labels, malformed lines), missing media,
-    classes without items and, with ``deep``, media that cannot be decoded to the last frame.
+    Finds lines the importer could not use (unknown labels, malformed lines, duplicates), missing
+    media, classes without items and, with ``deep``, media that cannot be decoded to the last
+    frame. The dataset is usable when no annotation is wrong and at most ``max_bad_fraction`` of
+    its items have missing or undecodable media (training skips those).
 
     Raises:
         ActionTrainError: the dataset cannot be read at all (wrong URL, format or layout).
@@ -62,7 +85,7 @@ def check_dataset(
     dataset = load_dataset(url, format=format, split=split)
     problems = list(dataset.problems)
     present = _find_present_media(dataset)
-    problems += [
+    problems += [  # items without any media were reported by the import already
         Problem(
             severity="error",
             kind="missing_media",
@@ -70,7 +93,7 @@ def check_dataset(
             item=f"{item.subset}/{item.id}",
         )
         for item in dataset.dataset
-        if item.media is None or item.media.path not in present
+        if item.media is not None and item.media.path not in present
     ]
     problems += _empty_classes(dataset)
     if deep:
@@ -82,6 +105,7 @@ def check_dataset(
         subsets=dataset.subsets,
         problems=problems,
         flip_pairs=dataset.flip_pairs,
+        max_bad_fraction=max_bad_fraction,
     )
 
 

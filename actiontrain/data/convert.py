@@ -64,6 +64,12 @@ def convert_dataset(source: ActionDataset, destination: str, *, workers: int = 1
     if skipped:
         logger.warning("%d items have no media and were left out, e.g. %s", len(skipped), skipped[0])
 
+    # An earlier dataset here must not survive half-overwritten: its annotations go first.
+    old_annotations = storage.join(destination, "annotations")
+    if storage.exists(old_annotations):
+        for relative in storage.find(old_annotations):
+            storage.remove(storage.join(old_annotations, relative))
+
     def copy_media(job) -> int:
         media, target = job
         media.save(target)

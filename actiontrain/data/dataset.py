@@ -11,14 +11,26 @@ import torch
 from torch.utils.data import Dataset
 
 from actiontrain.config import DataConfig
-from actiontrain.data.catalog import Sample
+from actiontrain.data.catalog import ActionDataset, Sample
 from actiontrain.data.sampling import eval_clip_indices, train_clip_indices
-from actiontrain.data.transforms import build_eval_transform, build_train_transform
+from actiontrain.data.transforms import build_eval_transform, build_train_transform, flip_pairs_from_names
 from actiontrain.data.prefetch import MediaPrefetcher
 from actiontrain.data.video import open_media
-from actiontrain.errors import DataError, StorageError
+from actiontrain.errors import DataError, NotFoundError, StorageError
 
-__all__ = ["ClipDataset", "sample_seed"]
+__all__ = ["ClipDataset", "build_clip_dataset", "sample_seed"]
+
+
+def build_clip_dataset(dataset: ActionDataset, *, subset: str, config: DataConfig, train: bool) -> ClipDataset:
+    """The clips of one subset, flipping with the dataset's label pairs plus ``config.flip_pairs``.
+
+    Raises:
+        DataError: the subset does not exist.
+        ConfigError: a flip pair names a class the dataset does not have.
+    """
+    pairs = list(dataset.flip_pairs) + [tuple(pair) for pair in config.flip_pairs]
+    flip_pairs = flip_pairs_from_names(pairs, dataset.classes) if train else None
+    return ClipDataset(dataset.samples(subset), config=config, train=train, flip_pairs=flip_pairs)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -34,6 +46,8 @@ class ClipDataset(Dataset):
     evaluation items hold every view, ``(num_clips * num_crops, C, T, H, W)``. A sample whose
     media cannot be read yields ``{"index", "error"}`` instead of raising, so one bad file does
     not kill a worker; :class:`~actiontrain.data.loader.ClipLoader` counts and reports those.
+    When storage itself fails (unreachable, credentials) the item says so with ``"fatal"`` and
+    the loader stops with that message.
 
     Randomness comes only from ``(config.seed, epoch, index)``, so a sample gets the same clip
     whichever worker, rank or restart reads it.
@@ -124,8 +138,10 @@ class ClipDataset(Dataset):
                             num_clips=config.num_eval_clips,
                         )
                         frames = reader.get_frames([i for clip in clips for i in clip])
-            except (DataError, StorageError) as error:
+            except (DataError, NotFoundError) as error:  # this sample is bad: skip and count it
                 return {"index": index, "error": str(error)}
+            except StorageError as error:  # storage itself fails (outage, credentials): stop
+                return {"index": index, "error": str(error), "fatal": True}
             label = -1 if sample.label is None else sample.label
             if self.train:
                 video, label = self._transform(frames, label)

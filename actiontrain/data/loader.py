@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from actiontrain.data.dataset import ClipDataset
 from actiontrain.data.sampler import ResumableDistributedSampler
-from actiontrain.errors import DataError
+from actiontrain.errors import DataError, StorageError
 
 __all__ = ["BadSampleTracker", "ClipLoader", "collate_clips", "worker_init"]
 
@@ -24,13 +25,21 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stacks the readable samples; unreadable ones travel as ``errors`` for the main process to count."""
     good = [sample for sample in batch if "error" not in sample]
     errors = [(sample["index"], sample["error"]) for sample in batch if "error" in sample]
+    fatal = [sample["error"] for sample in batch if sample.get("fatal")]
     if not good:
-        return {"video": None, "label": None, "index": torch.empty(0, dtype=torch.long), "errors": errors}
+        return {
+            "video": None,
+            "label": None,
+            "index": torch.empty(0, dtype=torch.long),
+            "errors": errors,
+            "fatal": fatal,
+        }
     return {
         "video": torch.stack([sample["video"] for sample in good]),
         "label": torch.tensor([sample["label"] for sample in good], dtype=torch.long),
         "index": torch.tensor([sample["index"] for sample in good], dtype=torch.long),
         "errors": errors,
+        "fatal": fatal,
     }
 
 
@@ -104,8 +113,9 @@ class ClipLoader:
         self.sampler = ResumableDistributedSampler(
             len(dataset), rank=rank, world_size=world_size, seed=config.seed if seed is None else seed, shuffle=shuffle
         )
+        # Each rank judges its own share: against the whole dataset, 8 ranks could each skip 8x more.
         self.tracker = tracker or BadSampleTracker(
-            num_samples=len(dataset),
+            num_samples=math.ceil(len(dataset) / world_size),
             max_fraction=config.max_bad_fraction,
             describe=lambda index: dataset.samples[index].url,
         )
@@ -132,5 +142,7 @@ class ClipLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in self._loader:
+            if batch["fatal"]:
+                raise StorageError(batch["fatal"][0])
             self.tracker.record(batch["errors"])
             yield batch

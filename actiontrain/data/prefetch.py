@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,7 @@ class MediaPrefetcher:
         self._urls = list(urls)
         self._max_threads = max_threads
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self._pending: OrderedDict[int, Future] = OrderedDict()
         self._schedule: list[int] = []
         self._position: dict[int, int] = {}
@@ -60,8 +62,12 @@ class MediaPrefetcher:
         return self._schedule[start : start + len(indices)]
 
     def _submit(self, index: int) -> Future:
-        if self._pool is None:
+        # A forked DataLoader worker inherits the pool object but none of its threads: using it
+        # would wait forever. Each process makes its own.
+        if self._pool is None or self._pool_pid != os.getpid():
             self._pool = ThreadPoolExecutor(max_workers=self._max_threads, thread_name_prefix="actiontrain-io")
+            self._pool_pid = os.getpid()
+            self._pending = OrderedDict()
         return self._pool.submit(prefetch, self._urls[index])
 
     def _discard_pending(self) -> None:

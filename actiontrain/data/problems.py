@@ -22,7 +22,7 @@ class Problem:
     severity: Severity
     """``error``: training would skip or fail on it; ``warning``: worth knowing."""
     kind: str
-    """Stable identifier: missing_media, unknown_label, bad_annotation, undecodable, empty_class, no_items."""
+    """Stable identifier: missing_media, unknown_label, duplicate_item, bad_annotation, undecodable, empty_class."""
     message: str
     """One line for people: what is wrong, where, and how to fix it."""
     item: str | None = None
@@ -36,12 +36,6 @@ class Problem:
         return f"{self.severity:<7} {self.kind:<15} {where}{self.message}"
 
 
-def _kind_of(message: str) -> str:
-    if "not in the class list" in message or "not in classInd" in message:
-        return "unknown_label"
-    return "bad_annotation"
-
-
 class CollectingErrorPolicy(ImportErrorPolicy):
     """Records item and annotation errors as :class:`Problem` s; the importer skips those items."""
 
@@ -53,7 +47,12 @@ class CollectingErrorPolicy(ImportErrorPolicy):
         item_id, subset = getattr(error, "item_id", (None, None))
         message = redact(str(cause))
         self.problems.append(
-            Problem(severity="error", kind=_kind_of(message), message=message, item=f"{subset}/{item_id}")
+            Problem(
+                severity="error",
+                kind=getattr(cause, "kind", "bad_annotation"),
+                message=message,
+                item=f"{subset}/{item_id}",
+            )
         )
 
     def _handle_item_error(self, error: ItemImportError) -> None:

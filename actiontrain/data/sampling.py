@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from actiontrain.errors import ConfigError, DataError
+from actiontrain.config import check_positive
+from actiontrain.errors import DataError
 
 __all__ = ["clip_span", "eval_clip_indices", "train_clip_indices"]
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_num_frames(num_frames: int) -> None:
@@ -29,8 +25,8 @@ def clip_span(*, clip_len: int, frame_interval: int) -> int:
     Raises:
         ConfigError: ``clip_len`` or ``frame_interval`` is not a positive integer.
     """
-    _check_positive("clip_len", clip_len)
-    _check_positive("frame_interval", frame_interval)
+    check_positive("clip_len", clip_len)
+    check_positive("frame_interval", frame_interval)
     return (clip_len - 1) * frame_interval + 1
 
 
@@ -91,7 +87,7 @@ def eval_clip_indices(num_frames: int, *, clip_len: int, frame_interval: int, nu
         DataError: the video has no frames.
     """
     span = clip_span(clip_len=clip_len, frame_interval=frame_interval)
-    _check_positive("num_clips", num_clips)
+    check_positive("num_clips", num_clips)
     _check_num_frames(num_frames)
     slack = max(num_frames - span, 0)
     if num_clips == 1:

@@ -90,14 +90,13 @@ class DatasetSource:
 
 
 def _mirror(url: str) -> str:
-    names = storage.listdir(url)  # also raises a clear error for a missing bucket or prefix
-    wanted: list[str] = [name for name in names if name.lower().endswith(ANNOTATION_SUFFIXES)]
+    entries = storage.list_entries(url)  # also raises a clear error for a missing bucket or prefix
+    wanted = [name for name, is_folder in entries if not is_folder and name.lower().endswith(ANNOTATION_SUFFIXES)]
     folders: list[str] = []
-    for name in names:
-        child = storage.join(url, name)
-        if name in ANNOTATION_DIRS:
-            wanted.extend(f"{name}/{entry}" for entry in storage.find(child, maxdepth=1))
-        elif name not in wanted and storage.isdir(child):
+    for name, is_folder in entries:
+        if is_folder and name in ANNOTATION_DIRS:
+            wanted.extend(f"{name}/{entry}" for entry in storage.find(storage.join(url, name), maxdepth=1))
+        elif is_folder:
             folders.append(name)
     if not wanted:
         raise StorageError(

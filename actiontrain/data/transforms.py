@@ -10,6 +10,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from actiontrain.config import X3D_MEAN, X3D_STD, check_positive
 from actiontrain.errors import ConfigError
 
 __all__ = [
@@ -23,10 +24,6 @@ __all__ = [
     "flip_pairs_from_names",
 ]
 
-X3D_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
-"""Per-channel mean the pretrained X3D checkpoints were trained with (pytorchvideo Kinetics recipe)."""
-X3D_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
-"""Per-channel standard deviation matching :data:`X3D_MEAN`."""
 
 
 class LabelAwareHorizontalFlip:
@@ -102,11 +99,6 @@ def _check_normalization(mean: Sequence[float], std: Sequence[float]) -> tuple[l
     if any(value <= 0 for value in std):
         raise ConfigError(f"std values must be > 0, got {list(std)}")
     return [float(v) for v in mean], [float(v) for v in std]
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _as_video(video: torch.Tensor) -> tv_tensors.Video:
@@ -227,10 +219,10 @@ def build_train_transform(
         ConfigError: a size is not positive, the range is inverted or smaller than the crop,
             ``flip_prob`` is outside [0, 1], or ``mean``/``std`` are not 3 values with ``std > 0``.
     """
-    _check_positive("crop_size", crop_size)
+    check_positive("crop_size", crop_size)
     low, high = short_side_range
-    _check_positive("short_side_range[0]", low)
-    _check_positive("short_side_range[1]", high)
+    check_positive("short_side_range[0]", low)
+    check_positive("short_side_range[1]", high)
     if low > high:
         raise ConfigError(f"short_side_range must be (low, high) with low <= high, got {tuple(short_side_range)}")
     if low < crop_size:
@@ -267,8 +259,8 @@ def build_eval_transform(
         ConfigError: sizes not positive, ``short_side < crop_size``, ``num_crops`` not 1 or 3,
             or bad ``mean``/``std``.
     """
-    _check_positive("crop_size", crop_size)
-    _check_positive("short_side", short_side)
+    check_positive("crop_size", crop_size)
+    check_positive("short_side", short_side)
     if short_side < crop_size:
         raise ConfigError(f"short_side must be >= crop_size {crop_size}, got {short_side}")
     if num_crops not in (1, 3):

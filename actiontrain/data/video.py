@@ -20,6 +20,7 @@ from torchcodec.decoders import VideoDecoder
 from torchvision.io import ImageReadMode, decode_image
 
 from actiontrain import storage
+from actiontrain.config import DECODERS, Decoder
 from actiontrain.data.media import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, is_frame_folder
 from actiontrain.errors import ActionTrainError, ConfigError, DataError, StorageError
 
@@ -35,9 +36,6 @@ __all__ = [
     "resolve_decoder",
 ]
 
-Decoder = Literal["auto", "torchcodec", "pyav"]
-DECODERS: tuple[str, ...] = ("auto", "torchcodec", "pyav")
-"""Accepted values of ``open_media(decoder=...)``."""
 
 # auto = torchcodec: measured 341/195 clips/s vs PyAV 180/146 (XviD AVI gop 12/250, local), 70/58 vs 54/53 (S3).
 _AUTO_DECODER = "torchcodec"
@@ -133,7 +131,57 @@ def _open_video_file(url: str) -> IO[bytes]:
     head = storage.read_range(url, 0, _WHOLE_FILE_BYTES)
     if len(head) < _WHOLE_FILE_BYTES:
         return io.BytesIO(head)
-    return storage.open_url(url, "rb")
+    return _HeadThenRanges(head, url)
+
+
+class _HeadThenRanges(io.RawIOBase):
+    """A long remote video: its first bytes already in memory, the rest read with range requests."""
+
+    def __init__(self, head: bytes, url: str) -> None:
+        super().__init__()
+        self._head = head
+        self._url = url
+        self._position = 0
+        self._remote: IO[bytes] | None = None
+
+    def _tail(self) -> IO[bytes]:
+        if self._remote is None:
+            self._remote = storage.open_url(self._url, "rb")
+        return self._remote
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._position + size if size >= 0 else None
+        if end is not None and end <= len(self._head):
+            data = self._head[self._position : end]
+        else:
+            tail = self._tail()
+            tail.seek(self._position)
+            data = tail.read(size)
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._position = offset
+        elif whence == 1:
+            self._position += offset
+        else:
+            self._position = self._tail().seek(0, 2) + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+        super().close()
 
 
 def open_media(url: str, *, decoder: Decoder = "auto", file: IO[bytes] | None = None) -> MediaReader:
@@ -375,6 +423,20 @@ def _describe_indices(indices: Sequence[int]) -> str:
     return text + (",..." if len(indices) > 8 else "")
 
 
+_FRAME_NUMBER = re.compile(r"(\d+)\D*$")
+
+
+def _check_no_gaps(url: str, names: list[str]) -> None:
+    """Frames are numbered consecutively (00001.jpg, 00002.jpg...); a hole would shift every later index."""
+    numbers = [int(match.group(1)) for name in names if (match := _FRAME_NUMBER.search(name))]
+    if len(numbers) != len(names):
+        return  # not a numbered sequence: nothing to check
+    for previous, current in zip(numbers, numbers[1:]):
+        if current != previous + 1:
+            missing = f"frame {previous + 1}" if current == previous + 2 else f"frames {previous + 1}-{current - 1}"
+            raise DataError(f"frame folder {url} misses {missing}; re-extract the frames or remove the sample")
+
+
 def _natural_key(name: str) -> list[int | str]:
     # "frame_10.jpg" after "frame_9.jpg" even without zero padding.
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
@@ -393,6 +455,7 @@ class _FrameFolderReader(MediaReader):
             )
         self._names = sorted(names, key=_natural_key)
         self.num_frames = len(self._names)
+        _check_no_gaps(self.url, self._names)
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         wanted = self._check_indices(indices)

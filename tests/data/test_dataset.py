@@ -9,10 +9,9 @@ import torch
 
 from actiontrain.config import DataConfig
 from actiontrain.data.catalog import Sample, load_dataset
-from actiontrain.data.dataset import ClipDataset
+from actiontrain.data.dataset import ClipDataset, build_clip_dataset
 from actiontrain.data.loader import ClipLoader
 from actiontrain.data.synth import synthesize
-from actiontrain.data.transforms import flip_pairs_from_names
 from actiontrain.errors import DataError
 
 SMALL = dict(clip_len=4, frame_interval=2, crop_size=64, train_short_side=(64, 80), eval_short_side=64)
@@ -33,9 +32,7 @@ def ucf(tmp_path_factory):
 
 
 def _train_set(dataset, **overrides):
-    config = DataConfig(**{**SMALL, **overrides})
-    pairs = flip_pairs_from_names(dataset.flip_pairs, dataset.classes)
-    return ClipDataset(dataset.samples("train"), config=config, train=True, flip_pairs=pairs)
+    return build_clip_dataset(dataset, subset="train", config=DataConfig(**{**SMALL, **overrides}), train=True)
 
 
 def test_train_clip_shape_and_determinism(jester):
@@ -129,3 +126,41 @@ def test_worker_processes_read_from_s3_after_the_parent_did(s3_bucket):
         indices = sorted(int(i) for batch in loader for i in batch["index"])
         assert indices == list(range(len(clips)))
     assert not loader.tracker.bad
+
+
+def test_config_flip_pairs_add_to_the_datasets(jester):
+    up = jester.classes.index("Swiping Up")
+    down = jester.classes.index("Swiping Down")
+    clips = _train_set(jester, flip_prob=1.0, flip_pairs=[("Swiping Up", "Swiping Down")])
+    for index, sample in enumerate(clips.samples):
+        if sample.label in (up, down):
+            assert clips[index]["label"] == (down if sample.label == up else up)
+
+
+def test_flip_pair_with_unknown_class_is_a_config_error(jester):
+    from actiontrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Jumping"):
+        _train_set(jester, flip_pairs=[("Jumping", "Swiping Up")])
+
+
+def test_parent_batches_do_not_break_forked_workers(jester):
+    clips = _train_set(jester, num_workers=2)
+    clips.__getitems__([0, 1])  # the parent's prefetch pool now exists: workers must not reuse it
+    loader = ClipLoader(clips, batch_size=1)
+    loader.set_epoch(0)
+    assert sorted(int(i) for batch in loader for i in batch["index"]) == list(range(len(clips)))
+
+
+def test_storage_outage_stops_loading_with_the_storage_message(tmp_path):
+    from actiontrain.errors import StorageError
+
+    samples = [Sample(url="s3://unreachable-bucket/a.avi", label=0, item_id="a")]
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        loader = ClipLoader(ClipDataset(samples, config=DataConfig(**SMALL), train=True), batch_size=1, num_workers=0)
+        loader.set_epoch(0)
+        with pytest.raises(StorageError, match="cannot reach endpoint http://127.0.0.1:9"):
+            next(iter(loader))

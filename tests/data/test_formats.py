@@ -169,3 +169,12 @@ def test_unrecognised_folder_lists_the_layouts(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match=r"no supported dataset layout at .*ucf101: UCF-101/"):
         load_dataset(str(tmp_path))
+
+
+def test_convert_over_an_older_dataset_leaves_no_stale_subset(local_datasets, tmp_path):
+    destination = str(tmp_path / "internal")
+    convert_dataset(load_dataset(local_datasets["jester"][0]), destination)  # train/validation/test
+    convert_dataset(load_dataset(local_datasets["ucf101"][0]), destination)  # train/test only
+    dataset = load_dataset(destination)
+    assert set(dataset.subsets) == {"train", "test"}
+    assert dataset.classes == local_datasets["ucf101"][1].classes

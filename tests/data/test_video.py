@@ -249,3 +249,14 @@ def test_s3_missing_and_undecodable_objects(s3_bucket):
     with pytest.raises(DataError, match=re.escape(url)):
         with open_media(url) as reader:
             reader.get_frames([0])
+
+
+@pytest.mark.e2e
+def test_long_remote_video_reuses_the_fetched_head(s3_bucket, media, monkeypatch):
+    # Pretend the whole-file threshold is tiny so this clip takes the long-video path.
+    monkeypatch.setattr(video, "_WHOLE_FILE_BYTES", 4096)
+    url = storage.join(s3_bucket, "long.avi")
+    storage.copy(media["avi_gop250"], url)
+    with open_media(url) as reader:
+        frames = reader.get_frames([0, NUM_FRAMES - 1, 5])
+    assert [decode_frame_index(frame.numpy()) for frame in frames] == [0, NUM_FRAMES - 1, 5]

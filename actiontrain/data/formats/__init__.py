@@ -17,6 +17,7 @@ from actiontrain.data.formats.hmdb51 import Hmdb51Base, Hmdb51Importer
 from actiontrain.data.formats.jester import JESTER_FLIP_PAIRS, JesterBase, JesterImporter
 from actiontrain.data.formats.kinetics import KineticsBase, KineticsImporter
 from actiontrain.data.formats.ucf101 import Ucf101Base, Ucf101Importer
+from actiontrain.data.layouts import FORMATS, SPLIT_FORMATS
 
 __all__ = [
     "FLIP_PAIRS_INFO",
@@ -27,10 +28,6 @@ __all__ = [
     "register_plugins",
 ]
 
-FORMATS = ("ucf101", "hmdb51", "jester", "kinetics", "datumaro")
-"""Layouts this project reads, by Datumaro format name."""
-SPLIT_FORMATS = ("ucf101", "hmdb51")
-"""Layouts with three official train/test splits (the ``split`` import option)."""
 
 _PLUGINS = (
     (Ucf101Base, "DatasetBase"),

@@ -8,8 +8,7 @@ import os
 from datumaro.components.format_detection import FormatDetectionConfidence, FormatDetectionContext
 from datumaro.components.importer import ImportContext, Importer
 
-from actiontrain.data.formats.common import ActionDatasetBase, read_lines
-from actiontrain.data.formats.ucf101 import check_split
+from actiontrain.data.formats.common import ActionDatasetBase, check_split
 from actiontrain.errors import DataError
 
 __all__ = ["Hmdb51Base", "Hmdb51Importer"]
@@ -39,7 +38,7 @@ class Hmdb51Base(ActionDatasetBase):
             videos = path
 
         for label, split_file in zip(classes, split_files):
-            for line in read_lines(split_file):
+            for line in self._read_lines(split_file):
                 name, _, flag = line.rpartition(" ")
                 name, flag = name.strip(), flag.strip()
                 item_id = f"{label}/{os.path.splitext(name)[0]}"

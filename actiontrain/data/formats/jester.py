@@ -7,7 +7,7 @@ import os
 from datumaro.components.format_detection import FormatDetectionConfidence, FormatDetectionContext
 from datumaro.components.importer import ImportContext, Importer
 
-from actiontrain.data.formats.common import ActionDatasetBase, read_lines
+from actiontrain.data.formats.common import ActionDatasetBase
 
 __all__ = ["JESTER_FLIP_PAIRS", "JesterBase", "JesterImporter"]
 
@@ -31,10 +31,10 @@ class JesterBase(ActionDatasetBase):
 
     def __init__(self, path: str, *, ctx: ImportContext | None = None):
         super().__init__(path, ctx=ctx)
-        self._set_classes(read_lines(os.path.join(path, _LABELS)))
+        self._set_classes(self._read_lines(os.path.join(path, _LABELS)))
         self._set_flip_pairs(JESTER_FLIP_PAIRS)
         for subset, name in _SUBSET_FILES:
-            for line in read_lines(os.path.join(path, name)):
+            for line in self._read_lines(os.path.join(path, name)):
                 video_id, separator, label = line.partition(";")
                 if not separator:
                     self._report(video_id, subset, f"line {line!r} of {name} has no ';label'")
@@ -42,7 +42,7 @@ class JesterBase(ActionDatasetBase):
                 self._add_folder(video_id.strip(), subset, label.strip())
         test_list = os.path.join(path, _TEST_FILE)
         if os.path.isfile(test_list):
-            for line in read_lines(test_list):
+            for line in self._read_lines(test_list):
                 self._add_folder(line.partition(";")[0].strip(), "test", None)
 
     def _add_folder(self, video_id: str, subset: str, label: str | None) -> None:

@@ -19,9 +19,17 @@ __all__ = ["KineticsBase", "KineticsImporter"]
 
 
 class KineticsBase(_DatumaroKineticsBase):
-    """Kinetics-style CSV/JSON lists; videos found under ``<split>/`` at the dataset's real URL."""
+    """Kinetics-style CSV/JSON lists; videos found under ``<split>/`` at the dataset's real URL.
+
+    Videos are matched to ``youtube_id`` exactly, through an index of file names: either
+    ``<id>.mp4`` or the downloaders' ``<id>_<start>_<end>.mp4``. (Datumaro scans every name for
+    each item, which is quadratic and can pick a wrong video whose name contains the id.)
+    """
 
     NAME = "kinetics"
+
+    def _search_media_by_id(self, media_files: dict[str, str], item_id: str) -> str | None:
+        return media_files.get(item_id)
 
     def _media_files(self, subset: str) -> dict[str, str]:
         if subset in self._subset_media_files:
@@ -33,8 +41,13 @@ class KineticsBase(_DatumaroKineticsBase):
         files: dict[str, str] = {}
         for name in source.find(relative):
             key, extension = os.path.splitext(os.path.basename(name))
-            if extension.lstrip(".").lower() in VIDEO_EXTENSIONS:
-                files[key] = os.path.join(subset_path, *name.split("/"))
+            if extension.lstrip(".").lower() not in VIDEO_EXTENSIONS:
+                continue
+            path = os.path.join(subset_path, *name.split("/"))
+            files.setdefault(key, path)
+            youtube_id, start, end = (key.rsplit("_", 2) + ["", ""])[:3]
+            if start.isdigit() and end.isdigit():  # <youtube_id>_<start>_<end>, the downloaders' names
+                files.setdefault(youtube_id, path)
         self._subset_media_files[subset] = files
         return files
 

@@ -7,27 +7,12 @@ import os
 from datumaro.components.format_detection import FormatDetectionConfidence, FormatDetectionContext
 from datumaro.components.importer import ImportContext, Importer
 
-from actiontrain.data.formats.common import ActionDatasetBase, read_lines
-from actiontrain.errors import ConfigError
+from actiontrain.data.formats.common import ActionDatasetBase, check_split
 
 __all__ = ["Ucf101Base", "Ucf101Importer"]
 
 _LISTS = "ucfTrainTestlist"
 _VIDEOS = "UCF-101"
-SPLITS = (1, 2, 3)
-
-
-def check_split(split: int, *, format_name: str) -> int:
-    """Validates the official split number (1, 2 or 3) of UCF101/HMDB51."""
-    try:
-        value = int(split)
-    except (TypeError, ValueError):
-        value = -1
-    if value not in SPLITS:
-        raise ConfigError(f"{format_name} split must be 1, 2 or 3, got {split!r}")
-    return value
-
-
 class Ucf101Base(ActionDatasetBase):
     """Subsets ``train`` and ``test`` of one official split; test labels come from the folder name."""
 
@@ -38,28 +23,28 @@ class Ucf101Base(ActionDatasetBase):
         split = check_split(split, format_name="ucf101")
         lists = os.path.join(path, _LISTS)
         class_ids: dict[str, str] = {}
-        for line in read_lines(os.path.join(lists, "classInd.txt")):
+        for line in self._read_lines(os.path.join(lists, "classInd.txt")):
             number, _, name = line.partition(" ")
             class_ids[number.strip()] = name.strip()
         self._set_classes(list(class_ids.values()))
         by_folder = {name.lower(): name for name in class_ids.values()}
 
-        for line in read_lines(os.path.join(lists, f"trainlist0{split}.txt")):
+        for line in self._read_lines(os.path.join(lists, f"trainlist0{split}.txt")):
             relative, _, number = line.rpartition(" ")
             if not relative:  # a line without a class id
                 relative, number = number, ""
             label = class_ids.get(number.strip())
             if label is None:
-                self._report(_item_id(relative), "train", f"class id {number!r} is not in classInd.txt")
+                self._report(_item_id(relative), "train", f"class id {number!r} is not in classInd.txt", kind="unknown_label")
                 continue
             self._add_video(relative, "train", label)
 
-        for line in read_lines(os.path.join(lists, f"testlist0{split}.txt")):
+        for line in self._read_lines(os.path.join(lists, f"testlist0{split}.txt")):
             relative = line.split(" ")[0]
             folder = relative.split("/")[0]
             label = by_folder.get(folder.lower())
             if label is None:
-                self._report(_item_id(relative), "test", f"class folder {folder!r} is not in classInd.txt")
+                self._report(_item_id(relative), "test", f"class folder {folder!r} is not in classInd.txt", kind="unknown_label")
                 continue
             self._add_video(relative, "test", label)
 

@@ -43,8 +43,8 @@ Clip = tuple[int, int]  # (epoch, index)
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--videos", type=int, default=24, help="synthetic videos to generate (default 24)")
-    parser.add_argument("--clips", type=int, default=96, help="clips per measurement, cycling over the videos (default 96)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported (default 3)")
+    parser.add_argument("--clips", type=int, default=192, help="clips per measurement, cycling over the videos (default 192)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are reported (default 5)")
     parser.add_argument("--gop", type=int, default=12, help="keyframe interval of the videos (FFmpeg's MPEG-4 default 12)")
     parser.add_argument(
         "--bitrate", type=int, default=600, help="average video bitrate in kbit/s, UCF101-like (default 600; 0 = constant quality)"

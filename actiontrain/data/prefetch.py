@@ -24,10 +24,10 @@ class MediaPrefetcher:
 
     Args:
         urls: Media URL of each sample index.
-        max_threads: Concurrent requests.
+        max_threads: Batches fetched at once (each batch's requests run concurrently anyway).
     """
 
-    def __init__(self, urls: Sequence[str], *, max_threads: int = 8):
+    def __init__(self, urls: Sequence[str], *, max_threads: int = 2):
         self._urls = list(urls)
         self._max_threads = max_threads
         self._pool: ThreadPoolExecutor | None = None
@@ -44,10 +44,11 @@ class MediaPrefetcher:
 
     def fetch_batch(self, indices: Sequence[int]) -> list[Future]:
         """Futures of the opened files (or None for local media) of ``indices``, in order."""
-        futures = [self._pending.pop(index, None) or self._submit(index) for index in indices]
-        for index in self._next_batch_of_this_worker(indices):
-            if index not in self._pending:
-                self._pending[index] = self._submit(index)
+        missing = [index for index in indices if index not in self._pending]
+        fetched = self._submit(missing)
+        futures = [self._pending.pop(index, None) or fetched[index] for index in indices]
+        ahead = [index for index in self._next_batch_of_this_worker(indices) if index not in self._pending]
+        self._pending.update(self._submit(ahead))
         while len(self._pending) > 4 * max(len(indices), 1):  # a schedule that went stale: bound memory
             _close(self._pending.popitem(last=False)[1])
         return futures
@@ -61,14 +62,33 @@ class MediaPrefetcher:
         start = self._position[indices[0]] + num_workers * len(indices)
         return self._schedule[start : start + len(indices)]
 
-    def _submit(self, index: int) -> Future:
+    def _submit(self, indices: list[int]) -> dict[int, Future]:
+        """One background task fetches ``indices`` together; a future per index."""
+        if not indices:
+            return {}
         # A forked DataLoader worker inherits the pool object but none of its threads: using it
         # would wait forever. Each process makes its own.
         if self._pool is None or self._pool_pid != os.getpid():
             self._pool = ThreadPoolExecutor(max_workers=self._max_threads, thread_name_prefix="actiontrain-io")
             self._pool_pid = os.getpid()
             self._pending = OrderedDict()
-        return self._pool.submit(prefetch, self._urls[index])
+        futures = {index: Future() for index in indices}
+
+        def fetch() -> None:
+            try:
+                results = prefetch([self._urls[index] for index in indices])
+            except BaseException as error:  # every sample of the batch sees why
+                for future in futures.values():
+                    future.set_exception(error)
+                return
+            for index, result in zip(indices, results):
+                if isinstance(result, Exception):
+                    futures[index].set_exception(result)
+                else:
+                    futures[index].set_result(result)
+
+        self._pool.submit(fetch)
+        return futures
 
     def _discard_pending(self) -> None:
         while self._pending:

@@ -125,6 +125,33 @@ class _Normalize:
         return clip.to(torch.float32).mul_(self.scale).sub_(self.shift)
 
 
+class _ScaledRandomCrop:
+    """Scale the short side to a random size in a range, then take a random square crop.
+
+    Done the other way round, with the same result: the crop window is mapped back onto the
+    original frames, cut there, and only it is resized (antialiased) to ``crop_size``. That
+    resizes about half the pixels of scaling whole frames first, and stays on uint8.
+    """
+
+    def __init__(self, *, crop_size: int, short_side_range: tuple[int, int]) -> None:
+        self.crop_size = crop_size
+        self.low, self.high = short_side_range
+
+    def __call__(self, video: tv_tensors.Video) -> tv_tensors.Video:
+        height, width = video.shape[-2:]
+        short_side = int(torch.randint(self.low, self.high + 1, ()).item())
+        scale = short_side / min(height, width)
+        scaled_height, scaled_width = round(height * scale), round(width * scale)
+        top = int(torch.randint(0, scaled_height - self.crop_size + 1, ()).item())
+        left = int(torch.randint(0, scaled_width - self.crop_size + 1, ()).item())
+        window = self.crop_size / scale
+        y0, x0 = round(top / scale), round(left / scale)
+        size_y = max(1, min(round(window), height - y0))
+        size_x = max(1, min(round(window), width - x0))
+        cut = F.crop(video, y0, x0, size_y, size_x)
+        return F.resize(cut, [self.crop_size, self.crop_size], antialias=True)
+
+
 class TrainTransform:
     """Random short-side scale, random crop, label-aware flip, then float and normalize.
 
@@ -142,14 +169,7 @@ class TrainTransform:
         mean: Sequence[float],
         std: Sequence[float],
     ) -> None:
-        low, high = short_side_range
-        # Resize and crop while still uint8: 4x less memory traffic than on float frames.
-        self.geometry = v2.Compose(
-            [
-                v2.RandomShortestSize(min_size=list(range(low, high + 1)), antialias=True),
-                v2.RandomCrop(crop_size, pad_if_needed=True),
-            ]
-        )
+        self.geometry = _ScaledRandomCrop(crop_size=crop_size, short_side_range=short_side_range)
         self.flip = flip
         self.normalize = _Normalize(mean, std)
 

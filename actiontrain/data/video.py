@@ -108,19 +108,20 @@ def resolve_decoder(decoder: Decoder) -> str:
     return _AUTO_DECODER if decoder == "auto" else decoder
 
 
-def prefetch(url: str) -> IO[bytes] | None:
-    """Opens a remote video file ahead of decoding, ready for :func:`open_media`.
+def prefetch(urls: Sequence[str]) -> list[IO[bytes] | StorageError | None]:
+    """Opens remote video files ahead of decoding, ready for :func:`open_media`.
 
-    Meant to run in an I/O thread for the next samples while the current one decodes, so one
-    request's latency covers a whole batch. Returns None where there is nothing to gain (local
-    files, frame folders).
-
-    Raises:
-        StorageError: the file is missing or cannot be read.
+    Meant to run in an I/O thread for the next batch while the current one decodes: the files
+    are requested together, so one round trip covers the batch. For each URL returns the open
+    file, the StorageError it met, or None where there is nothing to gain (local files, frame
+    folders).
     """
-    if is_frame_folder(url) or storage.is_local(url):
-        return None
-    return _open_video_file(url)
+    remote = [i for i, url in enumerate(urls) if not is_frame_folder(url) and not storage.is_local(url)]
+    results: list[IO[bytes] | StorageError | None] = [None] * len(urls)
+    heads = storage.read_ranges([urls[i] for i in remote], 0, _WHOLE_FILE_BYTES) if remote else []
+    for i, head in zip(remote, heads):
+        results[i] = head if isinstance(head, StorageError) else _file_from_head(head, urls[i])
+    return results
 
 
 def _open_video_file(url: str) -> IO[bytes]:
@@ -128,9 +129,12 @@ def _open_video_file(url: str) -> IO[bytes]:
         return storage.open_url(url, "rb")
     # Object stores: one ranged GET for the head of the file, no HEAD request. Most clips are
     # smaller than that and arrive whole; a longer video is then read with range requests.
-    head = storage.read_range(url, 0, _WHOLE_FILE_BYTES)
+    return _file_from_head(storage.read_range(url, 0, _WHOLE_FILE_BYTES), url)
+
+
+def _file_from_head(head: bytes, url: str) -> IO[bytes]:
     if len(head) < _WHOLE_FILE_BYTES:
-        return io.BytesIO(head)
+        return io.BytesIO(head)  # the whole file
     return _HeadThenRanges(head, url)
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -110,31 +107,6 @@ class TestS3:
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         with pytest.raises(StorageError, match=r"^no S3 credentials found .*AWS_ACCESS_KEY_ID"):
             storage.read_bytes("s3://some-bucket/a.avi")
-
-
-@pytest.fixture
-def authenticating_s3(tmp_path):
-    """A second moto server that checks signatures: every key we have is unknown to it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    process = subprocess.Popen(
-        [moto_server, "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.mark.e2e

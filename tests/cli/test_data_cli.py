@@ -113,3 +113,16 @@ class TestS3:
         )
         result = subprocess.run([ACTIONTRAIN, "data", "check", "s3://bucket/x"], capture_output=True, text=True, env=env)
         assert_one_line_error(result, "no S3 credentials found", "AWS_ACCESS_KEY_ID")
+
+
+@pytest.mark.e2e
+def test_wrong_credentials_are_one_line_without_the_secret(authenticating_s3):
+    env = {
+        "AWS_ENDPOINT_URL": authenticating_s3,
+        "AWS_ACCESS_KEY_ID": "AKIAWRONGKEY",
+        "AWS_SECRET_ACCESS_KEY": "wrong-secret-value-123",
+        "AWS_REGION": "us-east-1",
+    }
+    result = run("data", "check", "s3://bucket-z/ucf", env=env)
+    assert_one_line_error(result, "AWS_ACCESS_KEY_ID")
+    assert "wrong-secret-value-123" not in result.stderr + result.stdout

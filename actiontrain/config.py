@@ -7,7 +7,20 @@ from typing import Literal
 
 from actiontrain.errors import ConfigError
 
-__all__ = ["DECODERS", "X3D_MEAN", "X3D_STD", "DataConfig", "Decoder", "check_positive", "field_docs"]
+__all__ = [
+    "DECODERS",
+    "X3D_MEAN",
+    "X3D_STD",
+    "X3D_VARIANT_NAMES",
+    "Config",
+    "DataConfig",
+    "Decoder",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "check_positive",
+    "field_docs",
+]
 
 Decoder = Literal["auto", "torchcodec", "pyav"]
 DECODERS: tuple[str, ...] = ("auto", "torchcodec", "pyav")
@@ -81,6 +94,115 @@ class DataConfig:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"data.std must be > 0 per channel, got {self.std}")
+
+
+X3D_VARIANT_NAMES = ("xs", "s", "m", "l")
+"""X3D sizes of the paper (pytorchvideo's hub settings)."""
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Which X3D to build and where its starting weights come from."""
+
+    variant: Literal["xs", "s", "m", "l"] = "s"
+    """X3D size: xs, s (default), m or l, with the paper's width/depth settings."""
+    pretrained: str = ""
+    """URL of a pytorchvideo Kinetics X3D checkpoint or of this project's checkpoint; empty = from scratch."""
+    dropout: float = 0.5
+    """Dropout before the classifier."""
+
+    def __post_init__(self) -> None:
+        if self.variant not in X3D_VARIANT_NAMES:
+            raise ConfigError(f"model.variant must be one of {', '.join(X3D_VARIANT_NAMES)}, got {self.variant!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW with linear warm-up, then step decay (the OTX X3D template's schedule)."""
+
+    lr: float = 1e-3
+    """Peak learning rate for the reference batch (see ``scale_lr``)."""
+    weight_decay: float = 1e-4
+    """AdamW's decoupled weight decay."""
+    warmup_epochs: float = 3.0
+    """Epochs of linear warm-up from ``warmup_start_factor * lr`` to ``lr``."""
+    warmup_start_factor: float = 0.1
+    """Learning-rate factor at the first step of warm-up."""
+    lr_step_every: int = 5
+    """Multiply the learning rate by ``lr_gamma`` every this many epochs."""
+    lr_gamma: float = 0.1
+    """Step-decay factor."""
+    grad_clip: float = 40.0
+    """Maximum global gradient norm; 0 disables clipping."""
+    scale_lr: bool = False
+    """Scale ``lr`` linearly with the global batch (world size x batch) over ``reference_batch``."""
+    reference_batch: int = 8
+    """Global batch that ``lr`` was tuned for (used only with ``scale_lr``)."""
+
+    def __post_init__(self) -> None:
+        for key in ("lr", "lr_gamma"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"optim.{key} must be > 0, got {getattr(self, key)}")
+        for key in ("weight_decay", "warmup_epochs", "grad_clip"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"optim.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 < self.warmup_start_factor <= 1.0:
+            raise ConfigError(f"optim.warmup_start_factor must be in (0, 1], got {self.warmup_start_factor}")
+        check_positive("optim.lr_step_every", self.lr_step_every)
+        check_positive("optim.reference_batch", self.reference_batch)
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The training run: length, batch, logging, checkpoints, evaluation and export."""
+
+    epochs: int = 10
+    """Passes over the training subset."""
+    batch_size: int = 8
+    """Clips per device (per process) and step."""
+    train_subset: str = "train"
+    """Subset to train on."""
+    val_subset: str = ""
+    """Subset evaluated after each epoch; empty = the first of validation, val, test that exists."""
+    log_every: int = 10
+    """Steps between log lines and metrics records."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints, besides the one at each epoch end; 0 = epoch ends only."""
+    keep_last: int = 3
+    """Committed checkpoints kept in OUTPUT/checkpoints."""
+    eval_every: int = 1
+    """Epochs between evaluations; 0 disables evaluation."""
+    amp: bool = True
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler); ignored on CPU."""
+    channels_last: bool = True
+    """channels-last-3d memory format on CUDA; ignored on CPU."""
+    export: bool = True
+    """Export to OpenVINO at the end of training."""
+    seed: int = 2
+    """Seed of model initialisation (the data order has data.seed)."""
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "log_every", "keep_last"):
+            check_positive(f"train.{key}", getattr(self, key))
+        for key in ("checkpoint_every", "eval_every"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
+
+
+@dataclass(kw_only=True)
+class Config:
+    """A whole recipe: one section per concern."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Reading, sampling and augmenting clips."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and learning-rate schedule."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The run itself."""
 
 
 def check_positive(key: str, value: int) -> None:

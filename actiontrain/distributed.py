@@ -1,0 +1,238 @@
+"""Process group set-up from torchrun's environment, and the few collectives the trainer needs."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from actiontrain.errors import ConfigError
+
+__all__ = [
+    "DEVICES",
+    "DistInfo",
+    "all_reduce_sum",
+    "autocast_dtype",
+    "barrier",
+    "broadcast_object",
+    "destroy_distributed",
+    "init_distributed",
+    "is_torchrun",
+    "needs_grad_scaler",
+]
+
+logger = logging.getLogger(__name__)
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+"""Device requests: ``auto`` takes this rank's GPU when there is one, else the CPU."""
+
+_T = TypeVar("_T")
+_Number = TypeVar("_Number", torch.Tensor, float)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in the job."""
+
+    rank: int
+    """Global rank, 0 to ``world_size - 1``."""
+    local_rank: int
+    """Rank on this node; selects the GPU."""
+    world_size: int
+    """Number of processes in the job (after an elastic restart, the current number)."""
+    device: torch.device
+    """The device this process trains on."""
+    backend: str | None
+    """``nccl`` or ``gloo`` when a process group is initialised, None in single-process mode."""
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the process that logs, saves checkpoints and exports."""
+        return self.rank == 0
+
+
+def is_torchrun() -> bool:
+    """Whether this process was started by torchrun (or anything else that sets its environment)."""
+    return "RANK" in os.environ
+
+
+def init_distributed(*, device: str = "auto", timeout_s: float = 600) -> DistInfo:
+    """Initialises the default process group from torchrun's environment and picks the device.
+
+    Under torchrun (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` set)
+    the default process group is initialised with ``init_method="env://"``: NCCL when the device
+    is a GPU, gloo on CPU. A job of one torchrun process still gets a group, so the code path does
+    not change when an elastic job shrinks to one node. Without torchrun's environment nothing is
+    initialised: rank 0 of a world of 1. Calling it again returns the current state.
+
+    Args:
+        device: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``), ``cuda``
+            or ``cpu``.
+        timeout_s: how long collectives (and the initial rendezvous of the store) wait for the
+            other ranks before failing. Generous by default: rank 0 may spend minutes on the
+            first evaluation or checkpoint while the others wait in a collective.
+
+    Returns:
+        This process's rank, local rank, world size, device and backend.
+
+    Raises:
+        ConfigError: an unknown device, ``cuda`` without a usable GPU, or an incomplete or
+            malformed torchrun environment.
+    """
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if timeout_s <= 0:
+        raise ConfigError(f"timeout_s must be > 0, got {timeout_s!r}")
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    world_size = _env_int("WORLD_SIZE", 1)
+    distributed = is_torchrun() or world_size > 1
+    if distributed and "RANK" not in os.environ:
+        raise ConfigError(f"WORLD_SIZE is {world_size} but RANK is not set; start the job with torchrun")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"RANK must be in [0, WORLD_SIZE) and WORLD_SIZE >= 1, got RANK={rank} WORLD_SIZE={world_size}")
+    torch_device = _pick_device(device, local_rank)
+    if torch_device.type == "cuda":
+        # Before the group exists: NCCL and every later `.cuda()` use the current device.
+        torch.cuda.set_device(torch_device)
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(
+            rank=dist.get_rank(),
+            local_rank=local_rank,
+            world_size=dist.get_world_size(),
+            device=torch_device,
+            backend=str(dist.get_backend()),
+        )
+    if not distributed:
+        return DistInfo(rank=0, local_rank=0, world_size=1, device=torch_device, backend=None)
+    missing = [key for key in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(key)]
+    if missing:
+        raise ConfigError(f"RANK is set but {' and '.join(missing)} is not; start the job with torchrun")
+    if not dist.is_available():
+        raise ConfigError("this PyTorch build has no torch.distributed; run a single process without torchrun")
+    backend = "nccl" if torch_device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+    logger.info("process group initialised: backend %s, world size %d, device %s", backend, world_size, torch_device)
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=torch_device, backend=backend)
+
+
+def destroy_distributed() -> None:
+    """Destroys the default process group; does nothing when there is none."""
+    if _initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Waits until every rank gets here; a no-op in single-process mode."""
+    if not _initialized():
+        return
+    if dist.get_backend() == "nccl":
+        # Naming the device spares NCCL a guess (and its warning) about which GPU this rank owns.
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+def all_reduce_sum(value: _Number) -> _Number:
+    """Sums a tensor or a number over all ranks; identity in single-process mode.
+
+    The argument is not modified: a tensor comes back as a new tensor on its own device and
+    dtype, a number as a float.
+
+    Args:
+        value: a tensor (any shape) or a Python number.
+
+    Returns:
+        The sum over all ranks, of the same kind as ``value``.
+    """
+    if isinstance(value, torch.Tensor):
+        if not _initialized():
+            return value.clone()
+        work = value.detach().to(_comm_device(), copy=True)
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+        return work.to(value.device)
+    if not _initialized():
+        return float(value)
+    work = torch.tensor(float(value), dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return float(work.item())
+
+
+def broadcast_object(obj: _T, src: int = 0) -> _T:
+    """Returns rank ``src``'s ``obj`` on every rank (pickled); identity in single-process mode.
+
+    Args:
+        obj: any picklable object; ignored on ranks other than ``src``.
+        src: the rank whose object wins.
+
+    Returns:
+        ``src``'s object (on ``src`` itself, ``obj`` unchanged).
+    """
+    if not _initialized():
+        return obj
+    box: list[Any] = [obj if dist.get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src, device=_comm_device())
+    return box[0]
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The mixed-precision dtype for ``device``: bf16 on GPUs that support it, else fp16; None on CPU.
+
+    Mixed precision is CUDA-only in this project: CPU autocast buys little for 3D convolutions.
+    Emulated bf16 (pre-Ampere GPUs) does not count: it is slower than fp16 with a grad scaler.
+    """
+    if torch.device(device).type != "cuda":
+        return None
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float16
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """Whether training in ``dtype`` needs a ``GradScaler``: only fp16, whose range underflows gradients."""
+    return dtype == torch.float16
+
+
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _comm_device() -> torch.device:
+    # NCCL only moves GPU tensors; gloo is used here only for CPU tensors.
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _pick_device(request: str, local_rank: int) -> torch.device:
+    if request == "cpu" or (request == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was requested but no CUDA GPU is available; use device=auto or device=cpu")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ConfigError(
+            f"LOCAL_RANK {local_rank} has no GPU: this node has {count}; start at most {count} processes per node"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def _env_int(key: str, default: int) -> int:
+    raw = os.environ.get(key, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {key} must be an integer, got {raw!r}") from None

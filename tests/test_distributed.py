@@ -1,0 +1,171 @@
+"""Process-group set-up from torchrun's environment: single process, a real 2-rank gloo job, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from actiontrain import distributed
+from actiontrain.distributed import (
+    all_reduce_sum,
+    autocast_dtype,
+    barrier,
+    broadcast_object,
+    destroy_distributed,
+    init_distributed,
+    is_torchrun,
+    needs_grad_scaler,
+)
+from actiontrain.errors import ConfigError
+
+TORCHRUN_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture
+def no_torchrun_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in TORCHRUN_KEYS:
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_single_process_without_torchrun_has_no_process_group(no_torchrun_env, no_gpu):
+    info = init_distributed()
+    assert (info.rank, info.local_rank, info.world_size, info.backend) == (0, 0, 1, None)
+    assert info.device == torch.device("cpu")
+    assert info.is_main
+    assert not is_torchrun()
+    assert not torch.distributed.is_initialized()
+
+
+def test_collectives_are_identities_in_single_process_mode(no_torchrun_env):
+    tensor = torch.tensor([1.0, 2.0])
+    summed = all_reduce_sum(tensor)
+    assert torch.equal(summed, tensor) and summed is not tensor
+    assert all_reduce_sum(3) == 3.0
+    assert broadcast_object({"a": 1}) == {"a": 1}
+    barrier()
+    destroy_distributed()  # safe without a group
+
+
+def test_one_torchrun_process_gets_a_gloo_group_and_init_is_idempotent(monkeypatch, no_gpu):
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in {**env, "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        info = init_distributed(timeout_s=30)
+        assert (info.rank, info.world_size, info.backend) == (0, 1, "gloo")
+        assert init_distributed(timeout_s=30) == info
+        assert all_reduce_sum(2.5) == 2.5
+    finally:
+        destroy_distributed()
+    assert not torch.distributed.is_initialized()
+
+
+def test_cuda_without_a_gpu_is_a_one_line_config_error(no_torchrun_env, no_gpu):
+    with pytest.raises(ConfigError) as error:
+        init_distributed(device="cuda")
+    assert "no CUDA GPU is available" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_auto_falls_back_to_cpu_without_a_gpu(no_torchrun_env, no_gpu):
+    assert init_distributed(device="auto").device == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR and MASTER_PORT is not"),
+        ({"WORLD_SIZE": "2"}, "RANK is not set"),
+        ({"RANK": "x"}, "RANK must be an integer, got 'x'"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK must be in [0, WORLD_SIZE)"),
+    ],
+)
+def test_incomplete_torchrun_env_is_a_config_error(monkeypatch, no_torchrun_env, no_gpu, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        init_distributed()
+
+
+def test_unknown_device_is_a_config_error(no_torchrun_env):
+    with pytest.raises(ConfigError, match="device must be one of auto, cpu, cuda, got 'tpu'"):
+        init_distributed(device="tpu")
+
+
+def _rank_main(local_rank: int, world_size: int, port: int, out_dir: str) -> None:
+    # What torchrun would set for this process.
+    os.environ.update(
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    info = init_distributed(device="cpu", timeout_s=60)
+    try:
+        tensor = torch.tensor([float(info.rank + 1), 10.0])
+        summed = all_reduce_sum(tensor)
+        result = {
+            "rank": info.rank,
+            "world_size": info.world_size,
+            "backend": info.backend,
+            "is_main": info.is_main,
+            "torchrun": is_torchrun(),
+            "sum_float": all_reduce_sum(float(info.rank)),
+            "sum_tensor": summed.tolist(),
+            "input_untouched": tensor.tolist() == [float(info.rank + 1), 10.0],
+            "broadcast": broadcast_object({"from": info.rank, "items": [1, 2]} if info.is_main else None),
+        }
+        barrier()
+    finally:
+        destroy_distributed()
+    Path(out_dir, f"rank{info.rank}.json").write_text(json.dumps(result))
+
+
+@pytest.mark.timeout(120)
+def test_two_gloo_ranks_reduce_and_broadcast(tmp_path):
+    mp.spawn(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    for rank, result in enumerate(results):
+        assert result["rank"] == rank
+        assert (result["world_size"], result["backend"], result["torchrun"]) == (2, "gloo", True)
+        assert result["is_main"] == (rank == 0)
+        assert result["sum_float"] == 1.0
+        assert result["sum_tensor"] == [3.0, 20.0]
+        assert result["input_untouched"]
+        assert result["broadcast"] == {"from": 0, "items": [1, 2]}
+
+
+def test_autocast_is_bf16_where_supported_else_fp16_and_none_on_cpu(monkeypatch):
+    assert autocast_dtype("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert autocast_dtype(torch.device("cuda", 0)) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # emulated only
+    assert autocast_dtype("cuda") is torch.float16
+
+
+def test_only_fp16_needs_a_grad_scaler():
+    assert needs_grad_scaler(torch.float16)
+    assert not needs_grad_scaler(torch.bfloat16)
+    assert not needs_grad_scaler(None)
+
+
+def test_module_exports_its_public_names():
+    assert set(distributed.__all__) <= set(dir(distributed))

@@ -182,6 +182,8 @@ class TrainConfig:
     """Export to OpenVINO at the end of training."""
     seed: int = 2
     """Seed of model initialisation (the data order has data.seed)."""
+    sample_log: str = ""
+    """Local folder where each process logs the sample indices of every step (audits, tests); empty = off."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "log_every", "keep_last"):

@@ -19,7 +19,7 @@ from actiontrain import storage
 from actiontrain.config import Config
 from actiontrain.errors import ConfigError
 
-__all__ = ["RECIPES_DIR", "config_from_dict", "config_to_dict", "load_config", "shipped_recipes"]
+__all__ = ["RECIPES_DIR", "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "shipped_recipes"]
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 """Recipes that ship with the package (``x3d_s``, ``cpu_smoke``)."""
@@ -42,7 +42,16 @@ def load_config(recipe: str = "x3d_s", overrides: Sequence[str] = ()) -> Config:
         ConfigError: unknown recipe, key or override syntax; a value of the wrong type or range.
         StorageError: the recipe URL cannot be read.
     """
-    values = _read_recipe(recipe)
+    return config_from_dict(apply_overrides(_read_recipe(recipe), overrides))
+
+
+def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of nested recipe ``values`` with ``section.key=value`` overrides applied.
+
+    Raises:
+        ConfigError: an override is not ``section.key=value``.
+    """
+    values = {section: dict(entries) if isinstance(entries, Mapping) else entries for section, entries in values.items()}
     for override in overrides:
         key, separator, text = override.partition("=")
         if not separator or not key.strip():
@@ -58,7 +67,7 @@ def load_config(recipe: str = "x3d_s", overrides: Sequence[str] = ()) -> Config:
         if not isinstance(values[section], dict):
             raise ConfigError(f"recipe section {section!r} must be a mapping")
         values[section][name] = value
-    return config_from_dict(values)
+    return values
 
 
 def _read_recipe(recipe: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from actiontrain import __version__
 from actiontrain.cli import data as data_commands
 from actiontrain.cli import demo as demo_command
+from actiontrain.cli import train as train_commands
 from actiontrain.errors import ActionTrainError
 from actiontrain.log import init_logger
 from actiontrain.storage import redact
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_commands.add_parser(commands)
+    train_commands.add_parsers(commands)
     demo_command.add_parser(commands)
     return parser
 

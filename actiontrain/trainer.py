@@ -1,0 +1,352 @@
+"""The training loop: elastic DDP over clips from any URL, checkpoints and metrics in object storage."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from actiontrain import storage
+from actiontrain.checkpoint import CheckpointManager
+from actiontrain.config import Config
+from actiontrain.data.catalog import ActionDataset, load_dataset
+from actiontrain.data.dataset import build_clip_dataset
+from actiontrain.data.loader import ClipLoader
+from actiontrain.distributed import DistInfo, autocast_dtype, barrier, init_distributed, needs_grad_scaler
+from actiontrain.errors import ConfigError, DataError
+from actiontrain.evaluate import evaluate
+from actiontrain.metrics import MetricsWriter, plot_training
+from actiontrain.model import build_model, load_pretrained
+from actiontrain.optim import build_lr_scheduler, build_optimizer, clip_gradients, epoch_position
+from actiontrain.recipe import config_to_dict
+
+__all__ = ["Trainer", "TrainResult", "choose_val_subset"]
+
+logger = logging.getLogger(__name__)
+
+_VAL_SUBSETS = ("validation", "val", "test")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    """What a finished run leaves behind."""
+
+    output_url: str
+    last_step: int
+    epochs: int
+    final_eval: dict | None
+
+
+def choose_val_subset(dataset: ActionDataset, requested: str) -> str | None:
+    """The subset evaluated each epoch: the requested one, else the first of validation, val, test."""
+    if requested:
+        if requested not in dataset.subsets:
+            raise ConfigError(
+                f"train.val_subset {requested!r} is not in the dataset; available: {', '.join(dataset.subsets)}"
+            )
+        return requested
+    return next((name for name in _VAL_SUBSETS if name in dataset.subsets), None)
+
+
+class Trainer:
+    """One training run, restartable: every (re)start resumes from the newest committed checkpoint.
+
+    The position inside an epoch is the number of samples all ranks consumed together, so a
+    restart with another world size continues with exactly the samples not yet used. Batch size
+    is per process: the global batch (and, with ``optim.scale_lr``, the learning rate) follows the
+    world size; the learning-rate schedule runs on the epoch position, so it continues smoothly.
+    """
+
+    def __init__(self, config: Config, *, data_url: str, output_url: str, format: str | None = None, split: int = 1):
+        self.config = config
+        self.output_url = output_url.rstrip("/")
+        self.dist: DistInfo = init_distributed()
+        dist = self.dist
+        torch.manual_seed(config.train.seed)
+        random.seed(config.train.seed)
+
+        self.dataset = load_dataset(data_url, format=format, split=split)
+        self.classes = self.dataset.classes
+        train_subset = config.train.train_subset
+        self.train_clips = build_clip_dataset(self.dataset, subset=train_subset, config=config.data, train=True)
+        if not len(self.train_clips):
+            raise DataError(f"subset {train_subset!r} of {data_url} has no usable items")
+        self.val_subset = choose_val_subset(self.dataset, config.train.val_subset) if config.train.eval_every else None
+        self.loader = ClipLoader(
+            self.train_clips, batch_size=config.train.batch_size, rank=dist.rank, world_size=dist.world_size
+        )
+        self.val_loader = None
+        if self.val_subset:
+            val_clips = build_clip_dataset(self.dataset, subset=self.val_subset, config=config.data, train=False)
+            self.val_loader = ClipLoader(
+                val_clips, batch_size=config.train.batch_size, rank=dist.rank, world_size=dist.world_size, shuffle=False
+            )
+
+        self.model = build_model(
+            variant=config.model.variant,
+            num_classes=len(self.classes),
+            clip_len=config.data.clip_len,
+            crop_size=config.data.crop_size,
+            dropout=config.model.dropout,
+        )
+        cuda = dist.device.type == "cuda"
+        self.amp_dtype = autocast_dtype(dist.device) if (cuda and config.train.amp) else None
+        self.memory_format = torch.channels_last_3d if (cuda and config.train.channels_last) else torch.contiguous_format
+        self.model.to(dist.device, memory_format=self.memory_format)
+        self.optimizer = build_optimizer(
+            self.model, config.optim, world_size=dist.world_size, batch_size=config.train.batch_size
+        )
+        self.scheduler = build_lr_scheduler(
+            self.optimizer, config.optim, world_size=dist.world_size, batch_size=config.train.batch_size
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.amp_dtype))
+        self.checkpoints = CheckpointManager(self.output_url, keep_last=config.train.keep_last)
+
+        self.epoch, self.consumed, self.step = 0, 0, 0
+        resumed = self.checkpoints.load_latest(map_location="cpu")
+        if resumed is not None:
+            self._restore(*resumed)
+        elif config.model.pretrained:
+            load_pretrained(self.model, config.model.pretrained)
+        # Records logged after the checkpoint we resume from will be logged again: drop them.
+        self.metrics = MetricsWriter(self.output_url, enabled=dist.is_main, drop_after_step=self.step)
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[dist.local_rank] if cuda else None)
+            if dist.world_size > 1
+            else self.model
+        )
+        self._sample_log = self._open_sample_log()
+        if dist.is_main:
+            logger.info(
+                "training %s on %d %s clips of %s (%d classes), world size %d, batch %d per process; output %s",
+                config.model.variant,
+                len(self.train_clips),
+                train_subset,
+                self.dataset.url,
+                len(self.classes),
+                dist.world_size,
+                config.train.batch_size,
+                self.output_url,
+            )
+            storage.write_bytes(
+                storage.join(self.output_url, "config.yaml"), _yaml_bytes(config_to_dict(config))
+            )
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "sampler": {"epoch": self.epoch, "consumed": self.consumed, "num_samples": len(self.train_clips)},
+            "train_state": {"step": self.step, "world_size": self.dist.world_size},
+            "rng": {"torch": torch.get_rng_state()},
+            "config": config_to_dict(self.config),
+            "classes": list(self.classes),
+        }
+
+    def _restore(self, step: int, state: dict[str, Any]) -> None:
+        if state.get("classes") != list(self.classes):
+            raise ConfigError(
+                f"the checkpoint in {self.output_url} was trained on other classes; use a new --output "
+                "or the dataset it was trained on"
+            )
+        sampler = state["sampler"]
+        if sampler["num_samples"] != len(self.train_clips):
+            raise ConfigError(
+                f"the checkpoint in {self.output_url} saw {sampler['num_samples']} training samples, the dataset "
+                f"now has {len(self.train_clips)}; resume needs the same dataset (or use a new --output)"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.scaler.load_state_dict(state["grad_scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.epoch, self.consumed, self.step = sampler["epoch"], sampler["consumed"], step
+        if self.dist.is_main:
+            logger.info(
+                "resumed from step %d: epoch %d, %d of %d samples done (was world size %d, now %d)",
+                step,
+                self.epoch,
+                self.consumed,
+                len(self.train_clips),
+                state["train_state"].get("world_size", 0),
+                self.dist.world_size,
+            )
+
+    def save_checkpoint(self) -> None:
+        """Rank 0 writes; every rank waits, so no rank runs ahead of the newest checkpoint."""
+        if self.dist.is_main:
+            started = time.perf_counter()
+            url = self.checkpoints.save(self.step, self._state(), epoch=self.epoch)
+            logger.info("checkpoint %s (%.1f s)", url, time.perf_counter() - started)
+        barrier()
+        self._flush_sample_log()
+
+    # -- loop --------------------------------------------------------------------------------
+
+    def train(self) -> TrainResult:
+        config, dist = self.config, self.dist
+        num_samples = len(self.train_clips)
+        global_batch = config.train.batch_size * dist.world_size
+        final_eval = None
+        while self.epoch < config.train.epochs:
+            self.loader.set_epoch(self.epoch, self.consumed)
+            self.ddp.train()
+            started, waited, clips = time.perf_counter(), 0.0, 0
+            ready = time.perf_counter()
+            join = self.ddp.join() if dist.world_size > 1 else nullcontext()
+            with join:
+                for batch in self.loader:
+                    waited += time.perf_counter() - ready
+                    if batch["video"] is not None:
+                        loss = self._train_step(batch)
+                        clips += len(batch["video"])
+                    # Every rank counts the same global progress: ranks consume strided shares.
+                    self.consumed = min(num_samples, self.consumed + global_batch)
+                    self.step += 1
+                    self.scheduler.step(self._epoch_position())
+                    self._record_samples(batch)
+                    if self.step % config.train.log_every == 0 and batch["video"] is not None:
+                        self._log_step(loss, clips, started, waited)
+                    if config.train.checkpoint_every and self.step % config.train.checkpoint_every == 0:
+                        if self.consumed < num_samples:
+                            self.save_checkpoint()
+                    ready = time.perf_counter()
+            self.epoch += 1
+            self.consumed = 0
+            if self.val_loader is not None and self.epoch % config.train.eval_every == 0:
+                final_eval = self._evaluate()
+            self.save_checkpoint()
+        self.metrics.close()
+        if dist.is_main:
+            confusion = torch.tensor(final_eval["confusion"]) if final_eval else None
+            plot_training(self.metrics.records, confusion, self.classes, storage.join(self.output_url, "training.png"))
+        return TrainResult(output_url=self.output_url, last_step=self.step, epochs=self.epoch, final_eval=final_eval)
+
+    def _train_step(self, batch: dict[str, Any]) -> float:
+        device = self.dist.device
+        videos = batch["video"].to(device, non_blocking=True, memory_format=self.memory_format)
+        labels = batch["label"].to(device, non_blocking=True)
+        autocast = (
+            torch.autocast(device_type=device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        )
+        with autocast:
+            logits = self.ddp(videos)
+            loss = F.cross_entropy(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip_gradients(self.model, self.config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def _epoch_position(self) -> float:
+        return epoch_position(self.epoch, consumed=self.consumed, num_samples=len(self.train_clips))
+
+    def _log_step(self, loss: float, clips: int, started: float, waited: float) -> None:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        lr = self.optimizer.param_groups[0]["lr"]
+        throughput = clips * self.dist.world_size / elapsed
+        record = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": round(self._epoch_position(), 4),
+            "loss": round(loss, 5),
+            "lr": lr,
+            "throughput(clips/s)": round(throughput, 2),
+            "time/data_wait(%)": round(100 * waited / elapsed, 1),
+        }
+        self.metrics.log(record)
+        if self.dist.is_main:
+            remaining = (self.config.train.epochs - self._epoch_position()) * len(self.train_clips)
+            eta = remaining / max(throughput, 1e-9)
+            logger.info(
+                "step %d  epoch %.2f  loss %.3f  lr %.2e  clips/s %.1f  data %.0f%%  eta %s",
+                self.step,
+                record["epoch"],
+                loss,
+                lr,
+                throughput,
+                record["time/data_wait(%)"],
+                _duration(eta),
+            )
+
+    def _evaluate(self) -> dict:
+        self.val_loader.set_epoch(0)  # fixed views; lets the loader fetch remote media ahead
+        result = evaluate(
+            self.model,
+            self.val_loader,
+            num_classes=len(self.classes),
+            device=self.dist.device,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            amp_dtype=self.amp_dtype,
+        ).to_dict()
+        record = {"kind": "eval", "step": self.step, "epoch": self.epoch, "subset": self.val_subset}
+        record.update({key: result[key] for key in ("top1", "top5", "num_videos", "loss") if key in result})
+        self.metrics.log(record)
+        if self.dist.is_main:
+            logger.info(
+                "eval epoch %d on %s: top1 %.1f%%  top5 %.1f%%  (%d videos)",
+                self.epoch,
+                self.val_subset,
+                100 * result["top1"],
+                100 * result["top5"],
+                result["num_videos"],
+            )
+        return result
+
+    # -- per-sample ledger (train.sample_log) ---------------------------------------------------
+
+    def _open_sample_log(self):
+        folder = self.config.train.sample_log
+        if not folder:
+            return None
+        os.makedirs(folder, exist_ok=True)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        path = os.path.join(folder, f"restart{restart}-rank{self.dist.rank}-pid{os.getpid()}.log")
+        file = open(path, "a", encoding="utf-8")
+        # A resume line: anything logged after this step by earlier incarnations was redone.
+        file.write(f"resume {self.step}\n")
+        file.flush()
+        self._pending_samples: list[str] = []
+        return file
+
+    def _record_samples(self, batch: dict[str, Any]) -> None:
+        if self._sample_log is not None:
+            for index in batch["index"].tolist():
+                self._sample_log.write(f"sample {self.epoch} {self.step} {index}\n")
+            self._sample_log.flush()
+            os.fsync(self._sample_log.fileno())
+
+    def _flush_sample_log(self) -> None:
+        if self._sample_log is not None:
+            self._sample_log.write(f"checkpoint {self.step}\n")
+            self._sample_log.flush()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _yaml_bytes(values: dict) -> bytes:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False).encode()

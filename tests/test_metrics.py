@@ -1,0 +1,247 @@
+"""Metrics: top-k counts, the metrics.jsonl writer across restarts and stores, the training plot."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import uuid
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from actiontrain import metrics, storage
+from actiontrain.errors import StorageError
+from actiontrain.metrics import METRICS_FILENAME, MetricsWriter, plot_training, to_jsonable, topk_correct
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_records(output: str) -> list[dict]:
+    return [json.loads(line) for line in storage.read_text(storage.join(output, METRICS_FILENAME)).splitlines()]
+
+
+@pytest.fixture(params=["local", "memory"])
+def output_url(request, tmp_path: Path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "run")
+    return f"memory://metrics-test-{uuid.uuid4().hex}/run"
+
+
+# -- topk_correct --------------------------------------------------------------------------------
+
+
+def test_topk_correct_counts_hits_per_k():
+    logits = torch.tensor(
+        [
+            [9.0, 8, 7, 6, 5, 4],  # label 0: top-1
+            [9.0, 8, 7, 6, 5, 4],  # label 2: top-3
+            [9.0, 8, 7, 6, 5, 4],  # label 4: top-5
+            [9.0, 8, 7, 6, 5, 4],  # label 5: top-6 only
+        ]
+    )
+    labels = torch.tensor([0, 2, 4, 5])
+    assert topk_correct(logits, labels) == {1: 1, 5: 3}
+    assert topk_correct(logits, labels, ks=(1, 2, 3, 6)) == {1: 1, 2: 1, 3: 2, 6: 4}
+
+
+def test_topk_correct_clips_k_to_the_number_of_classes():
+    logits = torch.tensor([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])
+    assert topk_correct(logits, torch.tensor([2, 2])) == {1: 0, 5: 2}
+
+
+def test_topk_correct_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="logits"):
+        topk_correct(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
+
+
+# -- to_jsonable ---------------------------------------------------------------------------------
+
+
+def test_to_jsonable_converts_tensors_numpy_paths_and_non_finite_floats():
+    value = {
+        "loss": torch.tensor(0.5),
+        "counts": torch.tensor([1, 2]),
+        "acc": np.float32(0.25),
+        "steps": np.int64(3),
+        "flag": np.bool_(True),
+        "path": Path("/x/y"),
+        "nan": float("nan"),
+        "nested": [(1, torch.tensor(2.0))],
+        7: "int key",
+    }
+    assert to_jsonable(value) == {
+        "loss": 0.5,
+        "counts": [1, 2],
+        "acc": 0.25,
+        "steps": 3,
+        "flag": True,
+        "path": "/x/y",
+        "nan": None,
+        "nested": [[1, 2.0]],
+        "7": "int key",
+    }
+
+
+def test_to_jsonable_refuses_objects_without_a_json_form():
+    with pytest.raises(TypeError, match="object"):
+        to_jsonable({"model": object()})
+
+
+# -- MetricsWriter -------------------------------------------------------------------------------
+
+
+def test_writer_flushes_on_close_not_on_every_log(output_url: str):
+    writer = MetricsWriter(output_url, flush_every_s=3600)
+    record = {"kind": "train", "step": 1, "loss": torch.tensor(2.5), "throughput(clips/s)": np.float64(12.5)}
+    writer.log(record)
+    assert not storage.exists(storage.join(output_url, METRICS_FILENAME))
+    writer.close()
+    [written] = read_records(output_url)
+    assert written["loss"] == 2.5 and written["throughput(clips/s)"] == 12.5 and written["step"] == 1
+    assert isinstance(written["time"], float)
+    assert "time" not in record and isinstance(record["loss"], torch.Tensor)  # the caller's dict is untouched
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.log({"step": 2})
+    writer.close()  # closing twice is fine
+
+
+def test_writer_rewrites_the_file_once_the_interval_has_passed(output_url: str):
+    writer = MetricsWriter(output_url, flush_every_s=0)
+    writer.log({"step": 1, "loss": 1.0, "time": 123.0})
+    assert read_records(output_url) == [{"step": 1, "loss": 1.0, "time": 123.0}]
+    writer.log({"step": 2, "loss": float("inf")})
+    assert [record["loss"] for record in read_records(output_url)] == [1.0, None]
+    writer.close()
+
+
+def test_writer_keeps_earlier_records_after_a_restart(output_url: str):
+    with MetricsWriter(output_url) as first:
+        for step in (10, 20, 30):
+            first.log({"kind": "train", "step": step, "loss": 1.0 / step})
+    # The restarted run resumes from the checkpoint of step 20: step 30 will be logged again.
+    with MetricsWriter(output_url, drop_after_step=20) as second:
+        assert [record["step"] for record in second.records] == [10, 20]
+        second.log({"kind": "train", "step": 30, "loss": 0.02})
+        second.log({"kind": "eval", "epoch": 1, "top1": 0.5, "top5": 0.9})
+    records = read_records(output_url)
+    assert [(record.get("step"), record["kind"]) for record in records] == [
+        (10, "train"),
+        (20, "train"),
+        (30, "train"),
+        (None, "eval"),
+    ]
+    assert records[2]["loss"] == 0.02
+    # A third start without dropping keeps everything.
+    assert len(MetricsWriter(output_url).records) == 4
+
+
+def test_writer_skips_unreadable_lines_of_an_earlier_file(tmp_path: Path, caplog):
+    (tmp_path / METRICS_FILENAME).write_text('{"step": 1}\n{"step": 2, "lo\n\n[1, 2]\n{"step": 3}\n')
+    with caplog.at_level(logging.WARNING, logger="actiontrain.metrics"):
+        writer = MetricsWriter(str(tmp_path))
+    assert [record["step"] for record in writer.records] == [1, 3]
+    assert "line 2" in caplog.text and "line 4" in caplog.text
+
+
+def test_disabled_writer_writes_nothing(tmp_path: Path):
+    (tmp_path / METRICS_FILENAME).write_text('{"step": 1}\n')
+    writer = MetricsWriter(str(tmp_path), enabled=False, flush_every_s=0)
+    writer.log({"step": 2})
+    writer.close()
+    assert writer.records == []
+    assert (tmp_path / METRICS_FILENAME).read_text() == '{"step": 1}\n'
+
+
+def test_periodic_write_failure_is_logged_and_retried(tmp_path: Path, monkeypatch, caplog):
+    writer = MetricsWriter(str(tmp_path), flush_every_s=0)
+    real_write = storage.write_bytes
+
+    def failing(url: str, data: bytes) -> None:
+        raise StorageError(f"cannot reach the S3 endpoint for {url}")
+
+    monkeypatch.setattr(metrics.storage, "write_bytes", failing)
+    with caplog.at_level(logging.WARNING, logger="actiontrain.metrics"):
+        writer.log({"step": 1})  # does not raise: training goes on
+    assert "retrying" in caplog.text
+    with pytest.raises(StorageError):
+        writer.close()
+    monkeypatch.setattr(metrics.storage, "write_bytes", real_write)
+    writer.close()
+    assert [record["step"] for record in read_records(str(tmp_path))] == [1]
+
+
+# -- plot_training -------------------------------------------------------------------------------
+
+
+def training_records(num_steps: int = 200, num_epochs: int = 5) -> list[dict]:
+    records = []
+    for step in range(1, num_steps + 1):
+        records.append(
+            {
+                "kind": "train",
+                "step": step,
+                "loss": 2.5 * math.exp(-step / 80) + 0.1 * math.sin(step),
+                "lr": 0.1 * min(1.0, step / 20) * 0.5 * (1 + math.cos(math.pi * step / num_steps)),
+            }
+        )
+    for epoch in range(1, num_epochs + 1):
+        records.append(
+            {
+                "kind": "eval",
+                "epoch": epoch,
+                "step": epoch * num_steps // num_epochs,
+                "top1": 0.2 + 0.1 * epoch,
+                "top5": min(1.0, 0.5 + 0.09 * epoch),
+                "loss": 2.0 - 0.3 * epoch,
+            }
+        )
+    records.append({"kind": "train", "step": 200, "loss": None, "lr": 0.0})  # NaN written as null
+    return records
+
+
+def confusion_matrix(num_classes: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    confusion = torch.randint(0, 3, (num_classes, num_classes), generator=generator)
+    confusion += torch.diag(torch.randint(5, 20, (num_classes,), generator=generator))
+    confusion[-1] = 0  # a class without validation videos
+    return confusion
+
+
+def check_png(data: bytes, *, min_kib: int) -> np.ndarray:
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > min_kib * 1024
+    image = matplotlib.image.imread(io.BytesIO(data), format="png")
+    assert image.ndim == 3 and image.shape[0] > 500 and image.shape[1] > 500
+    return image
+
+
+def test_plot_training_writes_a_png_with_a_labelled_confusion_matrix(tmp_path: Path):
+    classes = ["walking", "running", "jumping", "a very long class name that gets truncated", "sitting"]
+    url = str(tmp_path / "plots" / "training.png")
+    plot_training(training_records(), confusion_matrix(5), classes, url)
+    image = check_png(Path(url).read_bytes(), min_kib=30)
+    assert image.shape[1] > image.shape[0] * 1.2  # curves on the left, the matrix on the right
+    assert [path.name for path in tmp_path.joinpath("plots").iterdir()] == ["training.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("num_classes", [50, 101])
+def test_plot_training_handles_many_classes(tmp_path: Path, num_classes: int):
+    url = str(tmp_path / "training.png")
+    plot_training(training_records(), confusion_matrix(num_classes), [f"class_{i}" for i in range(num_classes)], url)
+    check_png(Path(url).read_bytes(), min_kib=30)
+
+
+def test_plot_training_without_evaluation_or_records_to_memory_store():
+    url = f"memory://plots-{uuid.uuid4().hex}/training.png"
+    plot_training([], None, [], url)
+    check_png(storage.read_bytes(url), min_kib=5)
+
+
+def test_plot_training_refuses_class_names_that_do_not_match():
+    with pytest.raises(ValueError, match="3 class names"):
+        plot_training([], torch.zeros(4, 4, dtype=torch.long), ["a", "b", "c"], "memory://never/written.png")

@@ -1,0 +1,108 @@
+"""The trainer end to end on CPU: a run leaves checkpoints, metrics and plots; a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from actiontrain import storage
+from actiontrain.checkpoint import CheckpointManager
+from actiontrain.data.synth import synthesize
+from actiontrain.distributed import destroy_distributed
+from actiontrain.recipe import load_config
+from actiontrain.trainer import Trainer
+
+ACTIONTRAIN = os.path.join(os.path.dirname(sys.executable), "actiontrain")
+TINY = ["train.log_every=1", "data.num_workers=0", "train.batch_size=2"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("trainer") / "ucf")
+    synthesize(root, format="ucf101", num_classes=3, videos_per_class=3, num_frames=(12, 16))
+    return root
+
+
+def _run(dataset: str, output: str, *overrides: str):
+    config = load_config("cpu_smoke", [*TINY, *overrides])
+    try:
+        trainer = Trainer(config, data_url=dataset, output_url=output)
+        return trainer, trainer.train()
+    finally:
+        destroy_distributed()
+
+
+def test_a_run_leaves_checkpoints_metrics_and_plots(dataset, tmp_path):
+    output = str(tmp_path / "run")
+    trainer, result = _run(dataset, output, "train.epochs=2")
+    assert result.epochs == 2 and result.last_step == 2 * 3  # 6 train clips / batch 2
+    assert CheckpointManager(output).list_committed() == [3, 6]
+    records = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
+    assert {record["kind"] for record in records} == {"train", "eval"}
+    train = [r for r in records if r["kind"] == "train"]
+    assert all({"loss", "lr", "throughput(clips/s)", "time/data_wait(%)"} <= set(r) for r in train)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["epoch"] for r in evals] == [1, 2] and all(0.0 <= r["top1"] <= 1.0 for r in evals)
+    assert open(os.path.join(output, "training.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "clip_len: 4" in open(os.path.join(output, "config.yaml")).read()
+    state = CheckpointManager(output).load(6)
+    assert state["sampler"] == {"epoch": 2, "consumed": 0, "num_samples": 6}
+    assert state["classes"] == ["MoveLeft", "MoveRight", "MoveUp"]
+
+
+def test_a_rerun_resumes_instead_of_starting_over(dataset, tmp_path):
+    output = str(tmp_path / "run")
+    _run(dataset, output, "train.epochs=1")
+    trainer, result = _run(dataset, output, "train.epochs=2")
+    assert (trainer.epoch, result.last_step) == (2, 6)
+    records = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
+    train_steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert train_steps == list(range(1, 7))  # the second run logged only steps 4-6, after the first run's 1-3
+    assert [r["epoch"] for r in records if r["kind"] == "eval"] == [1, 2]
+
+
+def test_mid_epoch_checkpoint_resumes_at_the_sample_count(dataset, tmp_path):
+    output = str(tmp_path / "run")
+    _run(dataset, output, "train.epochs=1", "train.checkpoint_every=2", "train.eval_every=0")
+    state = CheckpointManager(output).load(2)
+    assert state["sampler"]["epoch"] == 0 and state["sampler"]["consumed"] == 4
+
+
+def test_other_dataset_in_the_same_output_is_refused(dataset, tmp_path):
+    from actiontrain.errors import ConfigError
+
+    output = str(tmp_path / "run")
+    _run(dataset, output, "train.epochs=1", "train.eval_every=0")
+    other = str(tmp_path / "other")
+    synthesize(other, format="ucf101", num_classes=2, videos_per_class=3, num_frames=(12, 16))
+    with pytest.raises(ConfigError, match="trained on other classes"):
+        _run(other, output, "train.epochs=2")
+
+
+@pytest.mark.e2e
+def test_two_processes_under_torchrun_from_s3_to_s3(s3_bucket, s3_env):
+    data, output = f"{s3_bucket}/ucf", f"{s3_bucket}/run"
+    synthesize(data, format="ucf101", num_classes=3, videos_per_class=4, num_frames=(12, 16))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    command = [
+        torchrun, "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
+        "-m", "actiontrain", "train", "--config", "cpu_smoke", "--data", data, "--output", output,
+        "train.epochs=2", "train.batch_size=2", "data.num_workers=1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **s3_env}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "process group initialised: backend gloo, world size 2" in result.stderr
+    assert CheckpointManager(output).latest_step() == 4  # 8 clips / (2 ranks x 2) per step x 2 epochs
+    assert storage.exists(f"{output}/metrics.jsonl") and storage.exists(f"{output}/training.png")
+    evaluated = subprocess.run(
+        [ACTIONTRAIN, "eval", "--checkpoint", output, "--data", data, "--json"],
+        capture_output=True, text=True, env={**os.environ, **s3_env}, timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["num_videos"] == 6 and 0.0 <= report["top1"] <= report["top5"] <= 1.0
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr

@@ -204,26 +204,33 @@ class Trainer:
         while self.epoch < config.train.epochs:
             self.loader.set_epoch(self.epoch, self.consumed)
             self.ddp.train()
+            # Ranks take strided shares of what is left; shares differ by at most one sample, so a
+            # rank may run one step fewer. Steps where every rank takes a full batch keep the
+            # consumed samples a prefix of the epoch's order: only those may checkpoint mid-epoch.
+            remaining = num_samples - self.consumed
+            full_steps = (remaining // dist.world_size) // config.train.batch_size
+            steps_in_epoch = math.ceil(math.ceil(remaining / dist.world_size) / config.train.batch_size)
+            epoch_start_step = self.step
             started, waited, clips = time.perf_counter(), 0.0, 0
             ready = time.perf_counter()
             join = self.ddp.join() if dist.world_size > 1 else nullcontext()
             with join:
-                for batch in self.loader:
+                for step_in_epoch, batch in enumerate(self.loader, start=1):
                     waited += time.perf_counter() - ready
                     if batch["video"] is not None:
                         loss = self._train_step(batch)
                         clips += len(batch["video"])
-                    # Every rank counts the same global progress: ranks consume strided shares.
                     self.consumed = min(num_samples, self.consumed + global_batch)
-                    self.step += 1
+                    self.step = epoch_start_step + step_in_epoch
                     self.scheduler.step(self._epoch_position())
                     self._record_samples(batch)
                     if self.step % config.train.log_every == 0 and batch["video"] is not None:
                         self._log_step(loss, clips, started, waited)
-                    if config.train.checkpoint_every and self.step % config.train.checkpoint_every == 0:
-                        if self.consumed < num_samples:
-                            self.save_checkpoint()
+                    every = config.train.checkpoint_every
+                    if every and self.step % every == 0 and step_in_epoch <= full_steps and self.consumed < num_samples:
+                        self.save_checkpoint()
                     ready = time.perf_counter()
+            self.step = epoch_start_step + steps_in_epoch  # a rank whose share ended a step early catches up
             self.epoch += 1
             self.consumed = 0
             if self.val_loader is not None and self.epoch % config.train.eval_every == 0:

@@ -86,17 +86,21 @@ def test_other_dataset_in_the_same_output_is_refused(dataset, tmp_path):
 @pytest.mark.e2e
 def test_two_processes_under_torchrun_from_s3_to_s3(s3_bucket, s3_env):
     data, output = f"{s3_bucket}/ucf", f"{s3_bucket}/run"
-    synthesize(data, format="ucf101", num_classes=3, videos_per_class=4, num_frames=(12, 16))
+    # 9 training clips: shares of 5 and 4, so one rank runs a step more each epoch (DDP join),
+    # and checkpoints every step test that no rank waits at a barrier the other never reaches.
+    synthesize(data, format="ucf101", num_classes=3, videos_per_class=5, num_frames=(12, 16))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     command = [
         torchrun, "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
         "-m", "actiontrain", "train", "--config", "cpu_smoke", "--data", data, "--output", output,
-        "train.epochs=2", "train.batch_size=2", "data.num_workers=1",
+        "train.epochs=2", "train.batch_size=2", "data.num_workers=1", "train.checkpoint_every=1",
     ]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **s3_env}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "process group initialised: backend gloo, world size 2" in result.stderr
-    assert CheckpointManager(output).latest_step() == 4  # 8 clips / (2 ranks x 2) per step x 2 epochs
+    manager = CheckpointManager(output)
+    assert manager.latest_step() == 6  # 3 steps per epoch (the longer share: 5 clips in batches of 2)
+    assert manager.load(5)["sampler"] == {"epoch": 1, "consumed": 8, "num_samples": 9}
     assert storage.exists(f"{output}/metrics.jsonl") and storage.exists(f"{output}/training.png")
     evaluated = subprocess.run(
         [ACTIONTRAIN, "eval", "--checkpoint", output, "--data", data, "--json"],

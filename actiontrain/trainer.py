@@ -323,11 +323,12 @@ class Trainer:
         if not folder:
             return None
         os.makedirs(folder, exist_ok=True)
-        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        path = os.path.join(folder, f"restart{restart}-rank{self.dist.rank}-pid{os.getpid()}.log")
+        # One file per process of each incarnation (torchrun restart, or a new job) of the run.
+        incarnation = f"{os.environ.get('TORCHELASTIC_RUN_ID', 'local')}.{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        path = os.path.join(folder, f"{incarnation}.rank{self.dist.rank}.pid{os.getpid()}.log")
         file = open(path, "a", encoding="utf-8")
-        # A resume line: anything logged after this step by earlier incarnations was redone.
-        file.write(f"resume {self.step}\n")
+        # Anything earlier incarnations logged after this step was redone from the checkpoint.
+        file.write(f"resume {self.step} {time.time():.6f} {incarnation}\n")
         file.flush()
         self._pending_samples: list[str] = []
         return file

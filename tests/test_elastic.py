@@ -1,0 +1,145 @@
+"""Fault tolerance under torchrun: a killed worker or job resumes from the newest checkpoint and,
+counted from a per-sample ledger, every sample of every epoch is used exactly once, also when the
+job comes back with another world size."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+import pytest
+
+from actiontrain.checkpoint import CheckpointManager
+from actiontrain.data.synth import synthesize
+
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+EPOCHS = 3
+
+
+def used_samples(ledger: str) -> dict[int, Counter]:
+    """Per epoch, how often each sample index went into a step that the final model contains.
+
+    Each process logs ``resume S T INCARNATION`` then ``sample EPOCH STEP INDEX`` per sample.
+    Steps after S that earlier incarnations logged were redone from checkpoint S: drop them.
+    """
+    incarnations: dict[str, dict] = {}
+    for path in glob.glob(os.path.join(ledger, "*.log")):
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+        _, step, started, name = lines[0].split()
+        entry = incarnations.setdefault(name, {"resume": int(step), "started": float(started), "samples": []})
+        entry["started"] = min(entry["started"], float(started))
+        for line in lines[1:]:
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "sample":  # a line cut by SIGKILL is ignored
+                entry["samples"].append(tuple(int(value) for value in parts[1:]))
+    history: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for entry in sorted(incarnations.values(), key=lambda entry: entry["started"]):
+        for key in [key for key in history if key[1] > entry["resume"]]:
+            del history[key]
+        for epoch, step, index in entry["samples"]:
+            history[(epoch, step)].append(index)
+    used: dict[int, Counter] = defaultdict(Counter)
+    for (epoch, _), indices in history.items():
+        used[epoch].update(indices)
+    return used
+
+
+def assert_exactly_once(ledger: str, num_samples: int) -> None:
+    used = used_samples(ledger)
+    assert sorted(used) == list(range(EPOCHS))
+    for epoch, counts in used.items():
+        assert counts == Counter(range(num_samples)), f"epoch {epoch}: {counts}"
+
+
+def torchrun(nproc: int, data: str, output: str, ledger: str, *, max_restarts: int) -> list[str]:
+    return [
+        TORCHRUN, "--nnodes", "1", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
+        "-m", "actiontrain", "train", "--config", "cpu_smoke", "--data", data, "--output", output,
+        f"train.epochs={EPOCHS}", "train.batch_size=2", "train.checkpoint_every=1", "train.eval_every=0",
+        "data.num_workers=0", f"train.sample_log={ledger}",
+    ]
+
+
+def wait_for(predicate, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def ledger_mentions(ledger: str, needle: str) -> bool:
+    for path in glob.glob(os.path.join(ledger, "*.log")):
+        with open(path, encoding="utf-8") as file:
+            if needle in file.read():
+                return True
+    return False
+
+
+@pytest.fixture
+def run(tmp_path, s3_bucket, s3_env):
+    data = f"{s3_bucket}/ucf"
+    # 3 classes x 6 videos: 12 training clips (split 1 keeps groups 2, 3, 5, 6 for training).
+    synthesize(data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
+    return {"data": data, "output": f"{s3_bucket}/run", "ledger": str(tmp_path / "ledger"), "env": {**os.environ, **s3_env}}
+
+
+@pytest.mark.e2e
+def test_killed_worker_is_restarted_and_every_sample_used_once(run):
+    command = torchrun(2, run["data"], run["output"], run["ledger"], max_restarts=2)
+    process = subprocess.Popen(command, env=run["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: ledger_mentions(run["ledger"], "sample 1 "))  # mid-run, in epoch 1
+        victim = int(sorted(glob.glob(os.path.join(run["ledger"], "*.rank1.*.log")))[0].rsplit(".pid", 1)[1][:-4])
+        os.kill(victim, signal.SIGKILL)
+        output, _ = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-3000:]
+    assert len({os.path.basename(p).split(".rank")[0] for p in glob.glob(os.path.join(run["ledger"], "*.log"))}) == 2
+    assert CheckpointManager(run["output"]).latest_step() == EPOCHS * 3  # 12 clips / (2 x 2) per step
+    assert_exactly_once(run["ledger"], 12)
+
+
+@pytest.mark.e2e
+def test_job_killed_then_resumed_with_one_process_uses_every_sample_once(run):
+    command = torchrun(2, run["data"], run["output"], run["ledger"], max_restarts=0)
+    process = subprocess.Popen(
+        command, env=run["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_for(lambda: ledger_mentions(run["ledger"], "sample 1 "))
+        os.killpg(process.pid, signal.SIGKILL)  # the whole pod goes: agent and both workers
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    resumed_from = CheckpointManager(run["output"]).latest_step()
+    assert resumed_from is not None and resumed_from < EPOCHS * 3
+    # The job comes back with one process: 12 clips in steps of 2 from here on.
+    result = subprocess.run(
+        torchrun(1, run["data"], run["output"], run["ledger"], max_restarts=0),
+        env=run["env"], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "now 1" in result.stderr  # "resumed from step N: ... (was world size 2, now 1)"
+    assert_exactly_once(run["ledger"], 12)
+
+
+def test_ledger_drops_steps_redone_after_a_resume(tmp_path):
+    (tmp_path / "a.0.rank0.pid1.log").write_text(
+        "resume 0 1.0 a.0\nsample 0 1 0\nsample 0 2 1\nsample 0 3 2\nsample 0 4 3\nsample 0 5"  # cut by SIGKILL
+    )
+    (tmp_path / "a.1.rank0.pid2.log").write_text("resume 2 5.0 a.1\nsample 0 3 2\nsample 0 4 3\n")
+    assert used_samples(str(tmp_path)) == {0: Counter({0: 1, 1: 1, 2: 1, 3: 1})}
+    # A resume that lost its place (repeats sample 1, done at step 2 and kept) is caught.
+    (tmp_path / "b.0.rank0.pid3.log").write_text("resume 4 9.0 b.0\nsample 0 5 1\n")
+    assert used_samples(str(tmp_path))[0][1] == 2

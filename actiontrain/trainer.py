@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
@@ -211,6 +213,15 @@ class Trainer:
             full_steps = (remaining // dist.world_size) // config.train.batch_size
             steps_in_epoch = math.ceil(math.ceil(remaining / dist.world_size) / config.train.batch_size)
             epoch_start_step = self.step
+            # A bar only for a person at a terminal; pods get the periodic log lines instead.
+            self._progress = tqdm(
+                total=steps_in_epoch,
+                desc=f"epoch {self.epoch + 1}/{config.train.epochs}",
+                unit="step",
+                disable=not (dist.is_main and sys.stderr.isatty()),
+                leave=False,
+                dynamic_ncols=True,
+            )
             started, waited, clips = time.perf_counter(), 0.0, 0
             ready = time.perf_counter()
             join = self.ddp.join() if dist.world_size > 1 else nullcontext()
@@ -224,6 +235,7 @@ class Trainer:
                     self.step = epoch_start_step + step_in_epoch
                     self.scheduler.step(self._epoch_position())
                     self._record_samples(batch)
+                    self._progress.update(1)
                     if self.step % config.train.log_every == 0 and batch["video"] is not None:
                         self._log_step(loss, clips, started, waited)
                     every = config.train.checkpoint_every
@@ -231,6 +243,7 @@ class Trainer:
                         self.save_checkpoint()
                     ready = time.perf_counter()
             self.step = epoch_start_step + steps_in_epoch  # a rank whose share ended a step early catches up
+            self._progress.close()
             self.epoch += 1
             self.consumed = 0
             if self.val_loader is not None and self.epoch % config.train.eval_every == 0:
@@ -277,7 +290,9 @@ class Trainer:
             "time/data_wait(%)": round(100 * waited / elapsed, 1),
         }
         self.metrics.log(record)
-        if self.dist.is_main:
+        if not self._progress.disable:
+            self._progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", clips_s=f"{throughput:.1f}", data=f"{record['time/data_wait(%)']:.0f}%")
+        elif self.dist.is_main:
             remaining = (self.config.train.epochs - self._epoch_position()) * len(self.train_clips)
             eta = remaining / max(throughput, 1e-9)
             logger.info(

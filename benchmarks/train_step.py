@@ -1,0 +1,450 @@
+"""Training-step throughput (the Trainer's step vs a plain PyTorch loop), peak memory, checkpoint save/load times."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import resource
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed
+import torch.multiprocessing
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from actiontrain import storage
+from actiontrain.checkpoint import MARKER_FILE, STATE_FILE, CheckpointManager
+from actiontrain.config import Config
+from actiontrain.data.synth import synthesize
+from actiontrain.distributed import barrier, destroy_distributed
+from actiontrain.embedded_s3 import EmbeddedS3
+from actiontrain.errors import ActionTrainError
+from actiontrain.model import build_model, count_parameters
+from actiontrain.recipe import load_config
+from actiontrain.trainer import Trainer
+
+TARGETS = {"trainer_vs_plain": 0.95}
+"""Minimum ratio: the trainer's step within 5% of a hand-written loop on the same model and data."""
+
+_NUM_CLASSES = 4
+_GiB = 2**30
+_LOOPS = ("trainer", "plain")
+_STORES = ("local", "s3")
+
+Batch = dict[str, torch.Tensor]
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variant", choices=("xs", "s", "m", "l"), default="xs", help="X3D size (default xs)")
+    parser.add_argument("--clip-len", type=int, default=4, help="frames per clip (default 4)")
+    parser.add_argument("--crop", type=int, default=112, help="side of the square crop in pixels (default 112)")
+    parser.add_argument("--batch-size", type=int, default=4, help="clips per step and process (default 4)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per loop and repeat (default 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are reported (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per loop before the first repeat (default 2)")
+    parser.add_argument(
+        "--num-batches", type=int, default=2, help="distinct batches held in memory, used in turn by both loops (default 2)"
+    )
+    parser.add_argument(
+        "--checkpoint-repeats", type=int, default=3, help="checkpoint saves and loads per store; medians (default 3)"
+    )
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="processes: 1 = no process group; >1 = DDP (gloo on CPU) via torch.multiprocessing"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads per process (default: torch's, divided among --nproc processes)"
+    )
+    parser.add_argument("--recipe", default="cpu_smoke", help="recipe the trainer is built from (default cpu_smoke)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe override applied last, e.g. optim.grad_clip=0 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="train.seed and the seed of the synthetic videos")
+    args = parser.parse_args(argv)
+    for name in ("clip_len", "crop", "batch_size", "steps", "repeats", "num_batches", "checkpoint_repeats", "nproc"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.warmup < 0 or args.threads < 0:
+        parser.error("--warmup and --threads must be >= 0")
+    return args
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    # Short side from the crop up, as the shipped recipes do; the data config validates the rest.
+    return [
+        f"model.variant={args.variant}",
+        f"data.clip_len={args.clip_len}",
+        f"data.crop_size={args.crop}",
+        f"data.train_short_side=[{args.crop},{math.ceil(args.crop * 1.25)}]",
+        f"data.eval_short_side={args.crop}",
+        "data.num_workers=0",  # batches are decoded once, before timing
+        f"train.batch_size={args.batch_size}",
+        "train.eval_every=0",
+        f"train.seed={args.seed}",
+        *args.override,
+    ]
+
+
+def _videos_per_class(num_clips: int) -> int:
+    """The fewest UCF101-layout videos per class whose split-1 train subset holds ``num_clips`` clips."""
+    count = 1
+    while _NUM_CLASSES * (count - math.ceil(count / 3)) < num_clips:  # groups 1, 4, 7, ... are test
+        count += 1
+    return count
+
+
+# -- the two loops -------------------------------------------------------------------------------
+
+
+class PlainLoop:
+    """A hand-written training step: ``model(x)``, cross-entropy, backward, ``clip_grad_norm_``, AdamW.
+
+    It trains a second copy of the trainer's network (same architecture, same initial weights,
+    same device, memory format and autocast dtype, so only the loop around the network differs)
+    with AdamW at the trainer's current learning rate and weight decay, and clips at the recipe's
+    ``optim.grad_clip``. It never synchronises with the device inside a step. Under a process group
+    it wraps its model in DDP itself. It has no GradScaler: on GPUs without bf16 the trainer's
+    fp16 path pays for one that this loop does not.
+    """
+
+    def __init__(self, trainer: Trainer):
+        config = trainer.config
+        self.device = trainer.dist.device
+        self.memory_format = trainer.memory_format
+        self.amp_dtype = trainer.amp_dtype
+        self.max_norm = config.optim.grad_clip
+        self.model = build_model(
+            variant=config.model.variant,
+            num_classes=len(trainer.classes),
+            clip_len=config.data.clip_len,
+            crop_size=config.data.crop_size,
+            dropout=config.model.dropout,
+        )
+        self.model.load_state_dict(trainer.model.state_dict())
+        self.model.to(self.device, memory_format=self.memory_format)
+        self.model.train()
+        cuda = self.device.type == "cuda"
+        self.net = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
+            if trainer.dist.world_size > 1
+            else self.model
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=trainer.optimizer.param_groups[0]["lr"], weight_decay=config.optim.weight_decay
+        )
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        videos = batch["video"].to(self.device, non_blocking=True, memory_format=self.memory_format)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        )
+        with autocast:
+            loss = F.cross_entropy(self.net(videos).float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+        self.optimizer.step()
+        return loss.detach()
+
+
+def _collect_batches(trainer: Trainer, count: int) -> list[Batch]:
+    """``count`` full batches from the trainer's own loader (real decode and augmentation), kept in memory."""
+    batches: list[Batch] = []
+    for epoch in range(count + 2):  # every epoch yields at least one full batch: see _videos_per_class
+        trainer.loader.set_epoch(epoch)
+        for batch in trainer.loader:
+            if batch["video"] is not None and len(batch["video"]) == trainer.config.train.batch_size:
+                batches.append({"video": batch["video"], "label": batch["label"]})
+                if len(batches) == count:
+                    return batches
+    raise RuntimeError(f"the trainer's loader gave {len(batches)} full batches, {count} wanted")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _max_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise maximum over all ranks (identity without a process group)."""
+    if not torch.distributed.is_initialized():
+        return values
+    on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=on)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def _run_steps(step: Callable[[Batch], Any], batches: list[Batch], num_steps: int, device: torch.device) -> tuple[float, list]:
+    """Seconds for ``num_steps`` steps over ``batches`` in turn (the slowest rank's), and the losses."""
+    barrier()  # ranks start together, so no rank's time includes waiting for a late peer
+    _sync(device)
+    started = time.perf_counter()
+    losses = [step(batches[i % len(batches)]) for i in range(num_steps)]
+    _sync(device)
+    elapsed = time.perf_counter() - started
+    return _max_over_ranks([elapsed], device)[0], losses
+
+
+def _parameters(model: torch.nn.Module) -> torch.Tensor:
+    return torch.nn.utils.parameters_to_vector(model.parameters()).detach().to("cpu", copy=True)
+
+
+def measure_throughput(trainer: Trainer, plain: PlainLoop, batches: list[Batch], args: argparse.Namespace) -> dict[str, Any]:
+    """Warms both loops up, then times them interleaved; checks that both really train.
+
+    Raises:
+        AssertionError: a loss is not finite, or a loop left its parameters unchanged.
+    """
+    device = trainer.dist.device
+    steps: dict[str, Callable[[Batch], Any]] = {"trainer": trainer._train_step, "plain": plain.step}
+    models = {"trainer": trainer.model, "plain": plain.model}
+    before = {name: _parameters(model) for name, model in models.items()}
+    losses: dict[str, list[float]] = {name: [] for name in _LOOPS}
+    # Warm-up: allocator caches, AdamW's lazily created state, DDP's first-iteration bucketing.
+    for name in _LOOPS:
+        _, warm = _run_steps(steps[name], batches, args.warmup, device)
+        losses[name] += [float(loss) for loss in warm]
+    seconds: dict[str, list[float]] = {name: [] for name in _LOOPS}
+    for repeat in range(args.repeats):
+        # Alternate which loop goes first, so slow drifts (another job, frequency) hit both alike.
+        for name in _LOOPS if repeat % 2 == 0 else reversed(_LOOPS):
+            elapsed, timed = _run_steps(steps[name], batches, args.steps, device)
+            seconds[name].append(elapsed)
+            losses[name] += [float(loss) for loss in timed]
+    for name in _LOOPS:
+        if not all(math.isfinite(loss) for loss in losses[name]):
+            raise AssertionError(f"the {name} loop produced a non-finite loss: {losses[name]}")
+        if torch.equal(before[name], _parameters(models[name])):
+            raise AssertionError(f"the {name} loop did not change the model's parameters")
+    clips = args.steps * args.batch_size * trainer.dist.world_size
+    rates = {name: clips / statistics.median(values) for name, values in seconds.items()}
+    paired = [p / t for t, p in zip(seconds["trainer"], seconds["plain"], strict=True)]
+    return {
+        "throughput/trainer(clips/s)": round(rates["trainer"], 2),
+        "throughput/plain(clips/s)": round(rates["plain"], 2),
+        "trainer_vs_plain": round(rates["trainer"] / rates["plain"], 3),
+        "trainer_vs_plain_paired(min,max)": [round(min(paired), 3), round(max(paired), 3)],
+        "time/trainer_step(ms)": round(1000 * statistics.median(seconds["trainer"]) / args.steps, 1),
+        "time/plain_step(ms)": round(1000 * statistics.median(seconds["plain"]) / args.steps, 1),
+        "seconds": {name: [round(s, 4) for s in values] for name, values in seconds.items()},
+        "loss": {name: {"first": round(values[0], 4), "last": round(values[-1], 4)} for name, values in losses.items()},
+    }
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+
+def measure_checkpoints(trainer: Trainer, *, urls: dict[str, str], repeats: int) -> dict[str, Any]:
+    """Median seconds to save and to load the trainer's full state through CheckpointManager, per store.
+
+    A save includes building the state and pruning old checkpoints, as ``Trainer.save_checkpoint``
+    does; a load includes the hash check and ``torch.load(weights_only=True)``.
+
+    Raises:
+        AssertionError: a loaded checkpoint does not give back the model's weights.
+    """
+    managers = {name: CheckpointManager(url) for name, url in urls.items()}
+    expected = {key: value.detach().cpu() for key, value in trainer.model.state_dict().items()}
+    # Untimed first round: s3fs's session and connection, the first file in a fresh folder.
+    for manager in managers.values():
+        manager.save(0, trainer._state())
+        state = manager.load(0)
+        if state["model"].keys() != expected.keys() or not all(
+            torch.equal(state["model"][key], value) for key, value in expected.items()
+        ):
+            raise AssertionError(f"checkpoint under {manager.root} does not give back the model's weights")
+    size = json.loads(storage.read_bytes(storage.join(managers["local"].step_url(0), MARKER_FILE)))["files"][STATE_FILE]["size"]
+    seconds: dict[str, list[float]] = {f"{op}_{name}": [] for name in managers for op in ("save", "load")}
+    for repeat in range(repeats):
+        step = repeat + 1
+        for name in _STORES if repeat % 2 == 0 else reversed(_STORES):
+            started = time.perf_counter()
+            managers[name].save(step, trainer._state())
+            seconds[f"save_{name}"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            managers[name].load(step)
+            seconds[f"load_{name}"].append(time.perf_counter() - started)
+    result: dict[str, Any] = {"checkpoint/size(MB)": round(size / 1e6, 2)}
+    result.update({f"checkpoint/{key}(s)": round(statistics.median(values), 4) for key, values in seconds.items()})
+    result["checkpoint_seconds"] = {key: [round(s, 4) for s in values] for key, values in seconds.items()}
+    return result
+
+
+# -- one process ---------------------------------------------------------------------------------
+
+
+def _max_rss_gib() -> float:
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / _GiB if sys.platform == "darwin" else rss * 1024 / _GiB
+
+
+def run_rank(rank: int, world_size: int, args: argparse.Namespace, work_dir: str, s3_url: str, port: int) -> None:
+    """One training process: builds the trainer, measures, and (rank 0) writes ``work_dir/result.json``."""
+    if world_size > 1:
+        os.environ.update(
+            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
+    torch.set_num_threads(args.threads or max(1, torch.get_num_threads() // world_size))
+    try:
+        config = load_config(args.recipe, _overrides(args))
+        trainer = Trainer(config, data_url=os.path.join(work_dir, "data"), output_url=os.path.join(work_dir, "run"))
+        device = trainer.dist.device
+        batches = _collect_batches(trainer, args.num_batches)
+        plain = PlainLoop(trainer)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        result = measure_throughput(trainer, plain, batches, args)
+        cuda_peak = torch.cuda.max_memory_allocated(device) / _GiB if device.type == "cuda" else None
+        rss_train = _max_rss_gib()
+        if trainer.dist.is_main:
+            result.update(
+                measure_checkpoints(
+                    trainer,
+                    urls={"local": os.path.join(work_dir, "checkpoints"), "s3": storage.join(s3_url, "run")},
+                    repeats=args.checkpoint_repeats,
+                )
+            )
+        barrier()
+        rss_train, rss_end, cuda_peak = _max_over_ranks([rss_train, _max_rss_gib(), cuda_peak or 0.0], device)
+        if trainer.dist.is_main:
+            result.update(
+                {
+                    "memory/max_rss(GiB)": round(rss_train, 3),
+                    "memory/max_rss_with_checkpoints(GiB)": round(rss_end, 3),
+                    "memory/cuda_max_allocated(GiB)": round(cuda_peak, 3) if device.type == "cuda" else None,
+                    "device": str(device),
+                    "torch_threads": torch.get_num_threads(),
+                    "num_parameters": count_parameters(trainer.model),
+                    "amp_dtype": str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else None,
+                }
+            )
+            with open(os.path.join(work_dir, "result.json"), "w", encoding="utf-8") as file:
+                json.dump(result, file)
+    finally:
+        destroy_distributed()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Synthesizes the data, starts S3 on loopback, runs the measuring process(es), returns the results."""
+    config: Config = load_config(args.recipe, _overrides(args))  # a bad override fails here, once
+    clips = args.batch_size * args.nproc
+    span = config.data.clip_len * config.data.frame_interval
+    with (
+        tempfile.TemporaryDirectory(prefix="actiontrain-bench-") as work_dir,
+        EmbeddedS3(separate_process=True) as s3,
+        s3.environment(),
+    ):
+        started = time.perf_counter()
+        synthesize(
+            os.path.join(work_dir, "data"),
+            format="ucf101",
+            num_classes=_NUM_CLASSES,
+            videos_per_class=_videos_per_class(clips),
+            num_frames=(span + 4, span + 12),
+            seed=args.seed,
+        )
+        s3_url = s3.create_bucket("bench")
+        setup_s = time.perf_counter() - started
+        # Always a fresh process, also for one: its peak RSS is then the training process's alone,
+        # without this one's video synthesis.
+        torch.multiprocessing.spawn(
+            run_rank, args=(args.nproc, args, work_dir, s3_url, _free_port()), nprocs=args.nproc, join=True
+        )
+        with open(os.path.join(work_dir, "result.json"), encoding="utf-8") as file:
+            measured = json.load(file)
+    return {
+        "trainer_vs_plain": measured["trainer_vs_plain"],
+        **{key: value for key, value in measured.items() if key != "trainer_vs_plain"},
+        "variant": config.model.variant,
+        "clip_len": config.data.clip_len,
+        "crop_size": config.data.crop_size,
+        "batch_size": config.train.batch_size,
+        "world_size": args.nproc,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "num_batches": args.num_batches,
+        "grad_clip": config.optim.grad_clip,
+        "setup_s": round(setup_s, 1),
+        "num_cpus": os.cpu_count(),
+        "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+        "targets": TARGETS,
+        "targets_met": all(measured[name] >= target for name, target in TARGETS.items()),
+    }
+
+
+def _table(result: dict[str, Any]) -> str:
+    loss = result["loss"]
+    cuda = result["memory/cuda_max_allocated(GiB)"]
+    lines = [
+        f"X3D-{result['variant'].upper()} ({result['num_parameters'] / 1e6:.2f} M parameters)  "
+        f"{result['clip_len']}x{result['crop_size']}x{result['crop_size']}  batch {result['batch_size']} per process  "
+        f"world size {result['world_size']}  device {result['device']}  autocast {result['amp_dtype'] or 'off'}",
+        f"{result['repeats']} interleaved repeats x {result['steps']} steps (median), {result['warmup']} warm-up steps per loop, "
+        f"{result['num_batches']} in-memory batches  cpus {result['num_cpus']}  torch threads {result['torch_threads']}  "
+        f"torch {result['versions']['torch']}",
+        f"sanity: both loops train (losses finite, parameters changed); loss trainer {loss['trainer']['first']:.3f} -> "
+        f"{loss['trainer']['last']:.3f}, plain {loss['plain']['first']:.3f} -> {loss['plain']['last']:.3f}",
+        "",
+        f"{'loop':<44}{'clips/s':>10}{'ms/step':>10}",
+        f"{'(a) Trainer._train_step':<44}{result['throughput/trainer(clips/s)']:>10.2f}{result['time/trainer_step(ms)']:>10.1f}",
+        f"{'(b) plain loop (AdamW, clip_grad_norm_)':<44}{result['throughput/plain(clips/s)']:>10.2f}"
+        f"{result['time/plain_step(ms)']:>10.1f}",
+        "",
+        f"memory/max_rss(GiB) {result['memory/max_rss(GiB)']:.3f} while training (both loops' models in one process), "
+        f"{result['memory/max_rss_with_checkpoints(GiB)']:.3f} after the checkpoints"
+        + (f"; cuda max allocated {cuda:.3f} GiB" if cuda is not None else ""),
+        "",
+        f"checkpoint: full trainer state, {result['checkpoint/size(MB)']:.1f} MB",
+        f"{'store':<44}{'save s':>10}{'load s':>10}",
+    ]
+    for name, label in (("local", "local disk"), ("s3", "S3 on loopback (moto, own process)")):
+        lines.append(f"{label:<44}{result[f'checkpoint/save_{name}(s)']:>10.3f}{result[f'checkpoint/load_{name}(s)']:>10.3f}")
+    low, high = result["trainer_vs_plain_paired(min,max)"]
+    lines += [
+        "",
+        f"trainer_vs_plain {result['trainer_vs_plain']:.3f}  (target >= {TARGETS['trainer_vs_plain']}; "
+        f"per repeat {low:.3f}..{high:.3f})",
+        f"targets met: {'yes' if result['targets_met'] else 'no'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        result = run(args)
+    except ActionTrainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(_table(result))
+    print(json.dumps(result, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -201,7 +201,7 @@ def build_lr_scheduler(
     return EpochLR(optimizer, config, base_lr=scaled_lr(config, world_size=world_size, batch_size=batch_size))
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> float:
+def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
     """Clips the global gradient norm of ``model`` to ``max_norm`` and returns the norm before clipping.
 
     With a fp16 ``GradScaler``, call ``scaler.unscale_(optimizer)`` first, or the norm is in
@@ -212,13 +212,14 @@ def clip_gradients(model: nn.Module, max_norm: float) -> float:
         max_norm: the largest allowed L2 norm over all gradients; 0 measures without clipping.
 
     Returns:
-        The total L2 norm of the gradients before clipping (0.0 when there are none).
+        The total L2 norm of the gradients before clipping, as a 0-d tensor on the gradients'
+        device (0 when there are none). Not a float: reading it would make a GPU step wait.
     """
     if max_norm < 0:
         raise ValueError(f"max_norm must be >= 0, got {max_norm!r}")
     parameters = [p for p in model.parameters() if p.grad is not None]
     if not parameters:
-        return 0.0
+        return torch.tensor(0.0)
     if max_norm == 0:
-        return float(torch.nn.utils.get_total_norm([p.grad for p in parameters]))
-    return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+        return torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    return torch.nn.utils.clip_grad_norm_(parameters, max_norm)

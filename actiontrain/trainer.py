@@ -255,7 +255,8 @@ class Trainer:
             plot_training(self.metrics.records, confusion, self.classes, storage.join(self.output_url, "training.png"))
         return TrainResult(output_url=self.output_url, last_step=self.step, epochs=self.epoch, final_eval=final_eval)
 
-    def _train_step(self, batch: dict[str, Any]) -> float:
+    def _train_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One optimizer step; returns the detached loss (a tensor: no GPU sync until logged)."""
         device = self.dist.device
         videos = batch["video"].to(device, non_blocking=True, memory_format=self.memory_format)
         labels = batch["label"].to(device, non_blocking=True)
@@ -271,12 +272,13 @@ class Trainer:
         clip_gradients(self.model, self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss.detach())
+        return loss.detach()
 
     def _epoch_position(self) -> float:
         return epoch_position(self.epoch, consumed=self.consumed, num_samples=len(self.train_clips))
 
-    def _log_step(self, loss: float, clips: int, started: float, waited: float) -> None:
+    def _log_step(self, loss_tensor: torch.Tensor, clips: int, started: float, waited: float) -> None:
+        loss = float(loss_tensor)
         elapsed = max(time.perf_counter() - started, 1e-9)
         lr = self.optimizer.param_groups[0]["lr"]
         throughput = clips * self.dist.world_size / elapsed

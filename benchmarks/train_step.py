@@ -39,6 +39,7 @@ TARGETS = {"trainer_vs_plain": 0.95}
 _NUM_CLASSES = 4
 _GiB = 2**30
 _LOOPS = ("trainer", "plain")
+_UNSTABLE_SPREAD = 1.15  # max/min of the per-repeat ratios beyond which the median is not to be trusted
 _STORES = ("local", "s3")
 
 Batch = dict[str, torch.Tensor]
@@ -351,6 +352,7 @@ def _free_port() -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Synthesizes the data, starts S3 on loopback, runs the measuring process(es), returns the results."""
     config: Config = load_config(args.recipe, _overrides(args))  # a bad override fails here, once
+    load_average = os.getloadavg()[0]  # before we add to it: other work on the machine skews the ratio
     clips = args.batch_size * args.nproc
     span = config.data.clip_len * config.data.frame_interval
     with (
@@ -390,6 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "num_batches": args.num_batches,
         "grad_clip": config.optim.grad_clip,
         "setup_s": round(setup_s, 1),
+        "load_average_before": round(load_average, 2),
         "num_cpus": os.cpu_count(),
         "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
         "targets": TARGETS,
@@ -398,39 +401,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    loss = result["loss"]
-    cuda = result["memory/cuda_max_allocated(GiB)"]
-    lines = [
-        f"X3D-{result['variant'].upper()} ({result['num_parameters'] / 1e6:.2f} M parameters)  "
-        f"{result['clip_len']}x{result['crop_size']}x{result['crop_size']}  batch {result['batch_size']} per process  "
-        f"world size {result['world_size']}  device {result['device']}  autocast {result['amp_dtype'] or 'off'}",
-        f"{result['repeats']} interleaved repeats x {result['steps']} steps (median), {result['warmup']} warm-up steps per loop, "
-        f"{result['num_batches']} in-memory batches  cpus {result['num_cpus']}  torch threads {result['torch_threads']}  "
-        f"torch {result['versions']['torch']}",
-        f"sanity: both loops train (losses finite, parameters changed); loss trainer {loss['trainer']['first']:.3f} -> "
-        f"{loss['trainer']['last']:.3f}, plain {loss['plain']['first']:.3f} -> {loss['plain']['last']:.3f}",
-        "",
-        f"{'loop':<44}{'clips/s':>10}{'ms/step':>10}",
-        f"{'(a) Trainer._train_step':<44}{result['throughput/trainer(clips/s)']:>10.2f}{result['time/trainer_step(ms)']:>10.1f}",
-        f"{'(b) plain loop (AdamW, clip_grad_norm_)':<44}{result['throughput/plain(clips/s)']:>10.2f}"
-        f"{result['time/plain_step(ms)']:>10.1f}",
-        "",
+    loss, cuda = result["loss"], result["memory/cuda_max_allocated(GiB)"]
+    side = result["crop_size"]
+    rows = [
+        ("(a) Trainer._train_step", result["throughput/trainer(clips/s)"], result["time/trainer_step(ms)"]),
+        ("(b) plain loop (AdamW, clip_grad_norm_)", result["throughput/plain(clips/s)"], result["time/plain_step(ms)"]),
+    ]
+    memory = (
         f"memory/max_rss(GiB) {result['memory/max_rss(GiB)']:.3f} while training (both loops' models in one process), "
         f"{result['memory/max_rss_with_checkpoints(GiB)']:.3f} after the checkpoints"
-        + (f"; cuda max allocated {cuda:.3f} GiB" if cuda is not None else ""),
+    )
+    if cuda is not None:
+        memory += f"; cuda max allocated {cuda:.3f} GiB"
+    lines = [
+        (
+            f"X3D-{result['variant'].upper()} ({result['num_parameters'] / 1e6:.2f} M parameters)  "
+            f"{result['clip_len']}x{side}x{side}  batch {result['batch_size']} per process  world size "
+            f"{result['world_size']}  device {result['device']}  autocast {result['amp_dtype'] or 'off'}"
+        ),
+        (
+            f"{result['repeats']} interleaved repeats x {result['steps']} steps (median), {result['warmup']} warm-up "
+            f"steps per loop, {result['num_batches']} in-memory batches  cpus {result['num_cpus']}  torch threads "
+            f"{result['torch_threads']}  torch {result['versions']['torch']}"
+        ),
+        (
+            f"sanity: both loops train (losses finite, parameters changed); loss trainer "
+            f"{loss['trainer']['first']:.3f} -> {loss['trainer']['last']:.3f}, "
+            f"plain {loss['plain']['first']:.3f} -> {loss['plain']['last']:.3f}"
+        ),
+        "",
+        f"{'loop':<44}{'clips/s':>10}{'ms/step':>10}",
+        *(f"{name:<44}{rate:>10.2f}{ms:>10.1f}" for name, rate, ms in rows),
+        "",
+        memory,
         "",
         f"checkpoint: full trainer state, {result['checkpoint/size(MB)']:.1f} MB",
         f"{'store':<44}{'save s':>10}{'load s':>10}",
     ]
     for name, label in (("local", "local disk"), ("s3", "S3 on loopback (moto, own process)")):
-        lines.append(f"{label:<44}{result[f'checkpoint/save_{name}(s)']:>10.3f}{result[f'checkpoint/load_{name}(s)']:>10.3f}")
+        save, load = result[f"checkpoint/save_{name}(s)"], result[f"checkpoint/load_{name}(s)"]
+        lines.append(f"{label:<44}{save:>10.3f}{load:>10.3f}")
     low, high = result["trainer_vs_plain_paired(min,max)"]
     lines += [
         "",
-        f"trainer_vs_plain {result['trainer_vs_plain']:.3f}  (target >= {TARGETS['trainer_vs_plain']}; "
-        f"per repeat {low:.3f}..{high:.3f})",
-        f"targets met: {'yes' if result['targets_met'] else 'no'}",
+        (
+            f"trainer_vs_plain {result['trainer_vs_plain']:.3f}  (target >= {TARGETS['trainer_vs_plain']}; "
+            f"per repeat {low:.3f}..{high:.3f})"
+        ),
     ]
+    if high / low > _UNSTABLE_SPREAD:
+        lines.append(
+            f"warning: per-repeat ratios spread {high / low:.2f}x (load average {result['load_average_before']:.2f} "
+            "before the run): something else is using the CPUs; try --threads 1, or a quiet machine"
+        )
+    lines.append(f"targets met: {'yes' if result['targets_met'] else 'no'}")
     return "\n".join(lines)
 
 

@@ -139,9 +139,9 @@ class Trainer:
                 config.train.batch_size,
                 self.output_url,
             )
-            storage.write_bytes(
-                storage.join(self.output_url, "config.yaml"), _yaml_bytes(config_to_dict(config))
-            )
+            resolved = _yaml_bytes(config_to_dict(config))
+            logger.info("resolved config:\n%s", resolved.decode().rstrip())
+            storage.write_bytes(storage.join(self.output_url, "config.yaml"), resolved)
 
     # -- state -------------------------------------------------------------------------------
 

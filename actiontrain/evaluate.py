@@ -330,7 +330,7 @@ def evaluate_checkpoint(
     from actiontrain.data.dataset import build_clip_dataset
     from actiontrain.data.loader import ClipLoader
     from actiontrain.errors import NotFoundError
-    from actiontrain.model import build_model
+    from actiontrain.model import build_model_for_config
     from actiontrain.recipe import apply_overrides, config_from_dict
     from actiontrain.trainer import choose_val_subset
 
@@ -345,13 +345,7 @@ def evaluate_checkpoint(
     subset = choose_val_subset(dataset, subset)
     if subset is None:
         raise NotFoundError(f"{data_url} has no validation, val or test subset; pass --subset")
-    model = build_model(
-        variant=config.model.variant,
-        num_classes=len(dataset.classes),
-        clip_len=config.data.clip_len,
-        crop_size=config.data.crop_size,
-        dropout=config.model.dropout,
-    )
+    model = build_model_for_config(config, num_classes=len(dataset.classes))
     model.load_state_dict(state["model"])
     clips = build_clip_dataset(dataset, subset=subset, config=config.data, train=False)
     loader = ClipLoader(clips, batch_size=config.train.batch_size, shuffle=False)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from actiontrain import storage
-from actiontrain.config import check_positive
+from actiontrain.config import Config, check_positive
 from actiontrain.errors import ConfigError, DataError
 
 with warnings.catch_warnings():
@@ -22,7 +22,15 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     from pytorchvideo.models.x3d import create_x3d
 
-__all__ = ["DEFAULT_VARIANT", "X3D_VARIANTS", "X3DVariant", "build_model", "count_parameters", "load_pretrained"]
+__all__ = [
+    "DEFAULT_VARIANT",
+    "X3D_VARIANTS",
+    "X3DVariant",
+    "build_model",
+    "build_model_for_config",
+    "count_parameters",
+    "load_pretrained",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +159,18 @@ def _lookup(variant: str) -> X3DVariant:
         return X3D_VARIANTS[variant]
     except (KeyError, TypeError):
         raise ConfigError(f"model.variant must be one of {', '.join(X3D_VARIANTS)}, got {variant!r}") from None
+
+
+def build_model_for_config(config: Config, *, num_classes: int) -> nn.Module:
+    """:func:`build_model` as a recipe asks: the variant and dropout of ``config.model``, the
+    head's pooling sized by ``config.data``'s clip length and crop (so the two never disagree)."""
+    return build_model(
+        variant=config.model.variant,
+        num_classes=num_classes,
+        clip_len=config.data.clip_len,
+        crop_size=config.data.crop_size,
+        dropout=config.model.dropout,
+    )
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

@@ -27,7 +27,7 @@ from actiontrain.distributed import DistInfo, autocast_dtype, barrier, init_dist
 from actiontrain.errors import ConfigError, DataError
 from actiontrain.evaluate import evaluate
 from actiontrain.metrics import MetricsWriter, plot_training
-from actiontrain.model import build_model, load_pretrained
+from actiontrain.model import build_model_for_config, load_pretrained
 from actiontrain.optim import build_lr_scheduler, build_optimizer, clip_gradients, epoch_position
 from actiontrain.recipe import config_to_dict
 
@@ -93,13 +93,7 @@ class Trainer:
                 val_clips, batch_size=config.train.batch_size, rank=dist.rank, world_size=dist.world_size, shuffle=False
             )
 
-        self.model = build_model(
-            variant=config.model.variant,
-            num_classes=len(self.classes),
-            clip_len=config.data.clip_len,
-            crop_size=config.data.crop_size,
-            dropout=config.model.dropout,
-        )
+        self.model = build_model_for_config(config, num_classes=len(self.classes))
         cuda = dist.device.type == "cuda"
         self.amp_dtype = autocast_dtype(dist.device) if (cuda and config.train.amp) else None
         self.memory_format = torch.channels_last_3d if (cuda and config.train.channels_last) else torch.contiguous_format

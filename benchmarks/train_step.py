@@ -29,7 +29,7 @@ from actiontrain.data.synth import synthesize
 from actiontrain.distributed import barrier, destroy_distributed
 from actiontrain.embedded_s3 import EmbeddedS3
 from actiontrain.errors import ActionTrainError
-from actiontrain.model import build_model, count_parameters
+from actiontrain.model import build_model_for_config, count_parameters
 from actiontrain.recipe import load_config
 from actiontrain.trainer import Trainer
 
@@ -128,13 +128,7 @@ class PlainLoop:
         self.memory_format = trainer.memory_format
         self.amp_dtype = trainer.amp_dtype
         self.max_norm = config.optim.grad_clip
-        self.model = build_model(
-            variant=config.model.variant,
-            num_classes=len(trainer.classes),
-            clip_len=config.data.clip_len,
-            crop_size=config.data.crop_size,
-            dropout=config.model.dropout,
-        )
+        self.model = build_model_for_config(config, num_classes=len(trainer.classes))
         self.model.load_state_dict(trainer.model.state_dict())
         self.model.to(self.device, memory_format=self.memory_format)
         self.model.train()

@@ -1,0 +1,1 @@
+"""Launching training jobs: the TorchX component and helpers that run inside pods."""

@@ -23,7 +23,7 @@ import actiontrain
 from actiontrain import storage
 from actiontrain.errors import ConfigError, DataError, NotFoundError, StorageError
 
-__all__ = ["MARKER_FILE", "POINTER_FILE", "STATE_FILE", "CheckpointManager"]
+__all__ = ["MARKER_FILE", "POINTER_FILE", "STATE_FILE", "CheckpointManager", "load_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -311,6 +311,38 @@ class CheckpointManager:
             logger.warning("could not delete old checkpoint step %d: %s", step, error)
             return
         logger.info("deleted old checkpoint %s", directory)
+
+
+def load_checkpoint(url: str, *, map_location: Any = "cpu") -> tuple[int, dict[str, Any]]:
+    """One checkpoint by URL: a ``checkpoints/step-N`` folder, or a training output (its newest).
+
+    What ``actiontrain eval`` and ``actiontrain export`` accept as ``--checkpoint``.
+
+    Args:
+        url: ``OUTPUT/checkpoints/step-00000120`` for that step, or ``OUTPUT`` for the newest
+            committed checkpoint under ``OUTPUT/checkpoints``.
+        map_location: Where tensors are loaded, as for ``torch.load``.
+
+    Returns:
+        ``(step, state)``.
+
+    Raises:
+        NotFoundError: no committed checkpoint there.
+        DataError: the checkpoint is corrupt or refused (see :meth:`CheckpointManager.load`).
+        StorageError: the storage cannot be read.
+    """
+    url = url.rstrip("/")
+    name = url.rsplit("/", 1)[-1]
+    match = _STEP_NAME.match(name)
+    if match:
+        output = url.rsplit("/", 2)[0]
+        step = int(match.group(1))
+        return step, CheckpointManager(output).load(step, map_location=map_location)
+    resumed = CheckpointManager(url).load_latest(map_location=map_location)
+    if resumed is None:
+        where = storage.join(url, "checkpoints")
+        raise NotFoundError(f"no committed checkpoint under {where}; pass a training --output or a step folder")
+    return resumed
 
 
 def _step_name(step: int) -> str:

@@ -15,6 +15,7 @@ from actiontrain.errors import ConfigError
 
 __all__ = [
     "DEVICES",
+    "SHARED_STORE_SWITCH",
     "DistInfo",
     "all_reduce_sum",
     "autocast_dtype",
@@ -115,6 +116,8 @@ def init_distributed(*, device: str = "auto", timeout_s: float = 600) -> DistInf
         raise ConfigError(f"RANK is set but {' and '.join(missing)} is not; start the job with torchrun")
     if not dist.is_available():
         raise ConfigError("this PyTorch build has no torch.distributed; run a single process without torchrun")
+    if rank == 0:
+        _warn_if_rendezvous_store_is_shared()
     backend = "nccl" if torch_device.type == "cuda" else "gloo"
     dist.init_process_group(
         backend=backend,
@@ -125,6 +128,26 @@ def init_distributed(*, device: str = "auto", timeout_s: float = 600) -> DistInf
     )
     logger.info("process group initialised: backend %s, world size %d, device %s", backend, world_size, torch_device)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=torch_device, backend=backend)
+
+
+SHARED_STORE_SWITCH = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+"""Set to ``1`` in torchrun's environment: each rendezvous round then gets a fresh TCP store."""
+
+
+def _warn_if_rendezvous_store_is_shared() -> None:
+    # By default torchrun's c10d rendezvous hands its own long-lived TCP store to the workers
+    # (TORCHELASTIC_USE_AGENT_STORE=True). Keys the previous incarnation wrote survive a restart,
+    # so the new ranks can read a dead peer's address: gloo then fails with "connection refused"
+    # on every retry, or hangs for the collective timeout when the port was reused
+    # (pytorch/pytorch#135712). Only the launcher can fix it, so say how.
+    restarts = _env_int("TORCHELASTIC_MAX_RESTARTS", 0)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and restarts > 0:
+        logger.warning(
+            "torchrun shares its rendezvous store with the workers, so a restart may reconnect to "
+            "dead workers and fail; launch torchrun with %s=1 in its environment "
+            "(the image, the Helm chart and the TorchX component do)",
+            SHARED_STORE_SWITCH,
+        )
 
 
 def destroy_distributed() -> None:

@@ -1,6 +1,6 @@
 """Project errors: user mistakes raise these; the CLI prints them as one line."""
 
-__all__ = ["ActionTrainError", "ConfigError", "DataError", "NotFoundError", "StorageError"]
+__all__ = ["ActionTrainError", "ConfigError", "DataError", "ExportError", "NotFoundError", "StorageError"]
 
 
 class ActionTrainError(Exception):
@@ -21,3 +21,7 @@ class NotFoundError(StorageError):
 
 class DataError(ActionTrainError):
     """A dataset or media file that cannot be parsed or decoded."""
+
+
+class ExportError(ActionTrainError):
+    """An export that fails its own checks (OpenVINO's outputs differ from PyTorch's beyond tolerance)."""

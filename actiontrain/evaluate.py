@@ -325,7 +325,7 @@ def evaluate_checkpoint(
         NotFoundError: no committed checkpoint there.
         ConfigError: the dataset's classes differ from the checkpoint's.
     """
-    from actiontrain.checkpoint import CheckpointManager
+    from actiontrain.checkpoint import load_checkpoint
     from actiontrain.data.catalog import load_dataset
     from actiontrain.data.dataset import build_clip_dataset
     from actiontrain.data.loader import ClipLoader
@@ -334,7 +334,7 @@ def evaluate_checkpoint(
     from actiontrain.recipe import apply_overrides, config_from_dict
     from actiontrain.trainer import choose_val_subset
 
-    step, state = _load_checkpoint(checkpoint_url, CheckpointManager)
+    step, state = load_checkpoint(checkpoint_url)
     config = config_from_dict(apply_overrides(state["config"], overrides))
     dataset = load_dataset(data_url, format=format, split=split)
     if dataset.classes != list(state["classes"]):
@@ -353,19 +353,3 @@ def evaluate_checkpoint(
     result = evaluate(model, loader, num_classes=len(dataset.classes), device=torch.device("cpu"))
     return {**result.summary(), "subset": subset, "step": step}
 
-
-def _load_checkpoint(url: str, manager_class) -> tuple[int, dict]:
-    from actiontrain import storage
-    from actiontrain.errors import NotFoundError
-
-    url = url.rstrip("/")
-    name = url.rsplit("/", 1)[-1]
-    if name.startswith("step-") and name[5:].isdigit():
-        output = url.rsplit("/", 2)[0]
-        step = int(name[5:])
-        return step, manager_class(output).load(step)
-    resumed = manager_class(url).load_latest()
-    if resumed is None:
-        where = storage.join(url, "checkpoints")
-        raise NotFoundError(f"no committed checkpoint under {where}; pass a training --output or a step folder")
-    return resumed

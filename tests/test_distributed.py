@@ -77,6 +77,30 @@ def test_one_torchrun_process_gets_a_gloo_group_and_init_is_idempotent(monkeypat
     assert not torch.distributed.is_initialized()
 
 
+@pytest.mark.parametrize(
+    ("agent_store", "max_restarts", "warned"), [("True", "3", True), ("True", "0", False), ("False", "3", False)]
+)
+def test_restartable_job_on_torchruns_shared_store_gets_a_warning_naming_the_switch(
+    monkeypatch, caplog, no_gpu, agent_store, max_restarts, warned
+):
+    # torchrun itself reads the switch: with it set, workers see TORCHELASTIC_USE_AGENT_STORE=False.
+    port = _free_port()
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env |= {"TORCHELASTIC_USE_AGENT_STORE": agent_store, "TORCHELASTIC_MAX_RESTARTS": max_restarts}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # The store torchrun's agent would host (workers then connect as clients only).
+    shared = agent_store == "True"
+    agent = torch.distributed.TCPStore("127.0.0.1", port, 1, is_master=True, wait_for_workers=False) if shared else None
+    try:
+        with caplog.at_level("WARNING", logger="actiontrain"):
+            init_distributed(timeout_s=30)
+    finally:
+        destroy_distributed()
+        del agent
+    assert (distributed.SHARED_STORE_SWITCH in caplog.text) is warned
+
+
 def test_cuda_without_a_gpu_is_a_one_line_config_error(no_torchrun_env, no_gpu):
     with pytest.raises(ConfigError) as error:
         init_distributed(device="cuda")

@@ -125,7 +125,13 @@ def train(
     command += overrides
 
     app_name = StructuredNameArgument.parse_from(name=name, m="actiontrain")
-    role_env = {**_env(env), "TORCHX_TRACKING_EXPERIMENT_NAME": app_name.experiment_name}
+    role_env = {
+        **_env(env),
+        "TORCHX_TRACKING_EXPERIMENT_NAME": app_name.experiment_name,
+        # A fresh rendezvous store per restart round, else restarted workers may reconnect to
+        # dead peers (actiontrain.distributed.SHARED_STORE_SWITCH; not imported: it pulls in torch).
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
     return specs.AppDef(
         name=app_name.run_name,
         roles=[

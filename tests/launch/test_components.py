@@ -153,6 +153,12 @@ def test_env_has_only_what_env_passes_never_the_launching_shells_credentials(mon
     assert only_role(export(checkpoint="c")).env.keys() == {"TORCHX_TRACKING_EXPERIMENT_NAME"}
 
 
+def test_torchrun_gets_a_fresh_rendezvous_store_per_restart():
+    from actiontrain.distributed import SHARED_STORE_SWITCH
+
+    assert only_role(train(data="d", output="o")).env[SHARED_STORE_SWITCH] == "1"
+
+
 def test_secrets_passed_with_env_are_warned_about(caplog):
     train(data="d", output="o", env={"AWS_SECRET_ACCESS_KEY": "do-not-log-me", "AWS_REGION": "r"})
     assert "AWS_SECRET_ACCESS_KEY passed with --env are stored in the job spec in plain text" in caplog.text

@@ -70,13 +70,17 @@ COPY --from=builder /opt/venv /opt/venv
 # Fails the build, not the first training pod, when torchcodec finds no FFmpeg it can load.
 RUN /opt/venv/bin/python -c "import sys, torchcodec; sys.exit(torchcodec.ffmpeg_major_version is None)"
 
+# MPLCONFIGDIR: matplotlib's cache on the writable /tmp. NVIDIA_DRIVER_CAPABILITIES: the container
+# toolkit mounts the CUDA driver and nvidia-smi. TORCH_DISABLE_SHARE_RDZV_TCP_STORE: a fresh
+# rendezvous store for every torchrun restart round (pytorch/pytorch#135712; see the README).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/actiontrain \
     ACTIONTRAIN_CACHE_DIR=/var/cache/actiontrain \
     MPLCONFIGDIR=/tmp/matplotlib \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 
 LABEL org.opencontainers.image.title="actiontrain" \
       org.opencontainers.image.description="Elastic X3D action-classification training with torchrun" \

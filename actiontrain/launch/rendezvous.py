@@ -52,7 +52,9 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     except ValueError:
         port = 0
     if not 1 <= port <= 65535:
-        raise ValueError(f"rendezvous endpoint {endpoint!r} has no valid port (1-65535); example: trainer-0.trainer:29400")
+        raise ValueError(
+            f"rendezvous endpoint {endpoint!r} has no valid port (1-65535); example: trainer-0.trainer:29400"
+        )
     return host, port
 
 
@@ -121,7 +123,9 @@ def wait_for_endpoint(
                 "is node 0's pod running? (kubectl get pods -o wide: the job's pod with index 0)"
             )
         if now >= next_report:
-            logger.info("waiting for rendezvous host %s:%d: %s (%.0f/%.0f s)", host, port, reason, now - start, timeout_s)
+            logger.info(
+                "waiting for rendezvous host %s:%d: %s (%.0f/%.0f s)", host, port, reason, now - start, timeout_s
+            )
             next_report = now + report_every_s
         sleep(min(interval_s, max(0.0, start + timeout_s - now)))
 
@@ -132,8 +136,12 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Wait until the rendezvous host of a multi-node job accepts connections (run before torchrun).",
     )
     parser.add_argument("--wait", required=True, metavar="HOST:PORT", help="node 0's c10d store endpoint")
-    parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS", help="give up after this long (default 900)")
-    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="pause between attempts (default 2)")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, metavar="SECONDS", help="give up after this long (default 900)"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="pause between attempts (default 2)"
+    )
     return parser
 
 
@@ -149,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[actiontrain rendezvous] %(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("[actiontrain rendezvous] %(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    )
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

@@ -32,6 +32,13 @@ PyTorchJob's name must start with a letter (DNS-1035).
 {{- end }}
 
 {{/*
+Name of the recipe ConfigMap (fullname shortened to leave room for the suffix).
+*/}}
+{{- define "actiontrain.recipeConfigMapName" -}}
+{{- printf "%s-recipe" (include "actiontrain.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 Chart name and version for the helm.sh/chart label.
 */}}
 {{- define "actiontrain.chart" -}}
@@ -142,6 +149,14 @@ example.
 {{- end }}
 {{- if not .Values.output }}
 {{- fail "output is required: where checkpoints, metrics and the exported model go, e.g. --set output=s3://my-bucket/runs/ucf101-x3d" }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if and (regexMatch "^AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN)$" .name) (hasKey . "value") }}
+{{- fail (printf "extraEnv %s has a plain value: credentials never go into values; put them in a Secret and set s3.existingSecret=NAME (or use a service account with IRSA)" .name) }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.image.tag "latest" }}
+{{- fail "image.tag must not be latest (a run must be reproducible); leave it empty for the chart's appVersion or pin a version, e.g. --set image.tag=0.1.0" }}
 {{- end }}
 {{- $gpus := .Values.gpusPerNode | int }}
 {{- if and (gt $gpus 0) .Values.nprocPerNode (gt (.Values.nprocPerNode | int) $gpus) }}
@@ -323,6 +338,10 @@ spec:
           value: {{ include "actiontrain.literal" $values.output | quote }}
         - name: ACTIONTRAIN_CACHE_DIR
           value: {{ $values.cache.path | quote }}
+        # A fresh rendezvous store for every restart round: with torchrun's shared store, restarted
+        # workers may read a dead peer's address and fail (pytorch/pytorch#135712).
+        - name: TORCH_DISABLE_SHARE_RDZV_TCP_STORE
+          value: "1"
         {{- with $values.s3.endpointUrl }}
         # The S3-only variable: STS (IRSA's web identity exchange) keeps its AWS endpoint.
         - name: AWS_ENDPOINT_URL_S3
@@ -381,7 +400,7 @@ spec:
   volumes:
     - name: recipe
       configMap:
-        name: {{ include "actiontrain.fullname" $root }}-recipe
+        name: {{ include "actiontrain.recipeConfigMapName" $root }}
         items:
           - key: recipe.yaml
             path: {{ base $values.recipePath }}

@@ -1,0 +1,260 @@
+"""Rendering the chart and the kustomizations, validating their objects, and what a kubelet would run.
+
+Shared by the deploy tests (and meant for the pod-level e2e test): ``render_chart`` goes through
+Helm's Go library (``helm_python``), ``build_kustomization`` through ``kubectl kustomize``,
+``validate`` against the Kubernetes 1.33 OpenAPI schemas in strict mode (unknown fields fail), and
+``container_argv`` resolves a container's command the way the kubelet does: environment from
+values and the downward API, then ``$(VAR)`` expansion in env values, command and args.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+
+__all__ = [
+    "CHART_DIR",
+    "K8S_DIR",
+    "KUBERNETES_VERSION",
+    "REPO_ROOT",
+    "Rendered",
+    "build_kustomization",
+    "container_argv",
+    "container_environment",
+    "kubelet_expand",
+    "pod_template",
+    "render_chart",
+    "validate",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO_ROOT / "charts" / "actiontrain"
+K8S_DIR = REPO_ROOT / "k8s"
+KUBERNETES_VERSION = "1.33"
+"""The oldest Kubernetes the objects must be valid for (Job successPolicy is GA there)."""
+
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
+
+
+@dataclass
+class Rendered:
+    """The objects a chart render produced, and its NOTES.txt."""
+
+    objects: list[dict[str, Any]]
+    notes: str
+
+    def kinds(self) -> list[str]:
+        return sorted(obj["kind"] for obj in self.objects)
+
+    def one(self, kind: str) -> dict[str, Any]:
+        """The single object of ``kind``; fails when there is none or several."""
+        found = [obj for obj in self.objects if obj["kind"] == kind]
+        assert len(found) == 1, f"expected one {kind}, rendered {self.kinds()}"
+        return found[0]
+
+    def has(self, kind: str) -> bool:
+        return any(obj["kind"] == kind for obj in self.objects)
+
+
+_CHARTS: dict[Path, helm.Chart] = {}
+
+
+def _chart(path: Path) -> helm.Chart:
+    if path not in _CHARTS:
+        _CHARTS[path] = helm.Chart.load(path)
+    return _CHARTS[path]
+
+
+def render_chart(values: dict[str, Any] | None = None, *, name: str = "demo", namespace: str = "ml") -> Rendered:
+    """Renders charts/actiontrain offline with ``values`` (validated by its values.schema.json).
+
+    Raises:
+        helm_python.HelmError: the values fail the schema or a template calls ``fail``.
+    """
+    manifests = _chart(CHART_DIR).render(values or {}, name=name, namespace=namespace)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith(".yaml"):
+            objects.extend(obj for obj in yaml.safe_load_all(text) if obj)
+    notes = next((text for path, text in manifests.items() if path.endswith("NOTES.txt")), "")
+    return Rendered(objects=objects, notes=notes)
+
+
+def build_kustomization(path: Path) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize PATH`` builds."""
+    result = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"kubectl kustomize {path} failed: {result.stderr}"
+    return [obj for obj in yaml.safe_load_all(result.stdout) if obj]
+
+
+# The parts of the Kubeflow training operator's PyTorchJob (kubeflow.org/v1) the chart writes,
+# from pkg/apis/kubeflow.org/v1 (pytorch_types.go, common_types.go). kubernetes-validate has no
+# schema for custom resources; the pod template inside is checked as a core PodTemplate instead.
+_PYTORCHJOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "kubeflow.org/v1"},
+        "kind": {"const": "PyTorchJob"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            # PyTorchJob names must be DNS-1035 labels (ValidateV1PyTorchJob).
+            "properties": {"name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["pytorchReplicaSpecs"],
+            "properties": {
+                "elasticPolicy": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "minReplicas": {"type": "integer", "minimum": 1},
+                        "maxReplicas": {"type": "integer", "minimum": 1},
+                        "rdzvBackend": {"enum": ["c10d", "etcd", "etcd-v2"]},
+                        "rdzvPort": {"type": "integer"},
+                        "rdzvHost": {"type": "string"},
+                        "rdzvId": {"type": "string"},
+                        "rdzvConf": {"type": "array"},
+                        "standalone": {"type": "boolean"},
+                        "nProcPerNode": {"type": "integer"},
+                        "maxRestarts": {"type": "integer", "minimum": 0},
+                        "metrics": {"type": "array"},
+                    },
+                },
+                "runPolicy": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "cleanPodPolicy": {"enum": ["All", "Running", "None"]},
+                        "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
+                        "activeDeadlineSeconds": {"type": "integer", "minimum": 1},
+                        "backoffLimit": {"type": "integer", "minimum": 0},
+                        "schedulingPolicy": {"type": "object"},
+                        "suspend": {"type": "boolean"},
+                        "managedBy": {"type": "string"},
+                    },
+                },
+                "nprocPerNode": {"type": "string"},
+                "pytorchReplicaSpecs": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        kind: {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["template"],
+                            "properties": {
+                                "replicas": {"type": "integer", "minimum": 1},
+                                "restartPolicy": {"enum": ["Always", "OnFailure", "Never", "ExitCode"]},
+                                "template": {"type": "object"},
+                            },
+                        }
+                        for kind in ("Master", "Worker")
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Validates one object against Kubernetes 1.33 in strict mode (unknown fields are errors).
+
+    Raises:
+        AssertionError: naming the object, the path and what is wrong.
+    """
+    where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    if obj.get("apiVersion") == "kubeflow.org/v1" and obj.get("kind") == "PyTorchJob":
+        try:
+            jsonschema.validate(obj, _PYTORCHJOB_SCHEMA)
+        except jsonschema.ValidationError as error:
+            raise AssertionError(f"{where}: {'.'.join(map(str, error.path))}: {error.message}") from None
+        for kind, spec in obj["spec"]["pytorchReplicaSpecs"].items():
+            names = [container["name"] for container in spec["template"]["spec"]["containers"]]
+            # The operator reads its port and exit codes from the container named "pytorch".
+            assert "pytorch" in names, f"{where}: {kind} has no container named pytorch: {names}"
+            validate(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PodTemplate",
+                    "metadata": {"name": kind.lower()},
+                    "template": spec["template"],
+                }
+            )
+        return
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        raise AssertionError(f"{where}: {'.'.join(map(str, error.path))}: {error.message}") from None
+
+
+def pod_template(obj: dict[str, Any]) -> dict[str, Any]:
+    """The pod template of a Job or of a PyTorchJob's workers."""
+    if obj["kind"] == "Job":
+        return obj["spec"]["template"]
+    if obj["kind"] == "PyTorchJob":
+        return obj["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+    raise AssertionError(f"{obj['kind']} has no pod template")
+
+
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def kubelet_expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: defined names are replaced, ``$$`` becomes ``$``, the rest stays."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env[name] if name in env else match.group(0)
+
+    return _REFERENCE.sub(replace, text)
+
+
+def container_environment(
+    container: dict[str, Any], *, fields: dict[str, str], secrets: dict[tuple[str, str], str] | None = None
+) -> dict[str, str]:
+    """The environment the kubelet gives ``container`` (its ``env`` only; the image's ENV aside).
+
+    Args:
+        container: The container spec.
+        fields: Downward API values by fieldPath, e.g. ``{"metadata.namespace": "ml"}``.
+        secrets: Secret values by (secret name, key); a referenced one that is missing fails.
+    """
+    env: dict[str, str] = {}
+    for variable in container.get("env", []):
+        name = variable["name"]
+        if "value" in variable:
+            env[name] = kubelet_expand(variable["value"], env)
+        elif "fieldRef" in variable["valueFrom"]:
+            path = variable["valueFrom"]["fieldRef"]["fieldPath"]
+            assert path in fields, f"{name} reads {path}; pass it in fields"
+            env[name] = fields[path]
+        elif "secretKeyRef" in variable["valueFrom"]:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            key = (ref["name"], ref["key"])
+            assert secrets is not None and key in secrets, f"{name} reads secret {key}; pass it in secrets"
+            env[name] = secrets[key]
+        else:
+            raise AssertionError(f"{name}: unsupported valueFrom {variable['valueFrom']}")
+    return env
+
+
+def container_argv(container: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """The container's command and args after the kubelet's ``$(VAR)`` expansion."""
+    return [kubelet_expand(part, env) for part in [*container.get("command", []), *container.get("args", [])]]

@@ -1,0 +1,289 @@
+"""charts/actiontrain templates/job.yaml: the Indexed Job, its pods and the command each node runs."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from kube import container_argv, container_environment, pod_template, render_chart
+
+from actiontrain.distributed import SHARED_STORE_SWITCH
+
+BASE = {"data": "s3://datasets/ucf101", "output": "s3://runs/x3d"}
+GPU_MULTINODE = {**BASE, "nodes": {"min": 2, "max": 4}, "gpusPerNode": 8}
+JOB_UID = "0b9e5a46-8f0e-4a4f-9d59-3c1f5b0f7c11"
+
+
+def _job(values: dict) -> dict:
+    return render_chart(values).one("Job")
+
+
+def _container(values: dict) -> dict:
+    (container,) = pod_template(_job(values))["spec"]["containers"]
+    return container
+
+
+def _pod_fields(index: int, *, namespace: str = "ml") -> dict[str, str]:
+    """What the downward API gives a pod of the Job (the Job controller's label and annotation)."""
+    return {
+        "metadata.namespace": namespace,
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']": str(index),
+        "metadata.labels['batch.kubernetes.io/controller-uid']": JOB_UID,
+    }
+
+
+def _env(values: dict, index: int = 0) -> dict[str, str]:
+    return container_environment(
+        _container(values),
+        fields=_pod_fields(index),
+        secrets={("s3-credentials", k): "x" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+    )
+
+
+def test_renders_torchrun_arguments_from_the_values():
+    container = _container(GPU_MULTINODE | {"maxRestarts": 5, "overrides": ["train.epochs=3", "optim.lr=5e-4"]})
+    argv = container_argv(container, container_environment(container, fields=_pod_fields(1)))
+    torchrun_args = argv[argv.index("launcher") + 1 :]
+    assert torchrun_args == [
+        "--nnodes=2:4",
+        "--nproc-per-node=8",
+        "--max-restarts=5",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=demo-actiontrain-0.demo-actiontrain.ml.svc:29400",
+        f"--rdzv-id={JOB_UID}",
+        "-m",
+        "actiontrain",
+        "train",
+        "--config=/etc/actiontrain/recipe.yaml",
+        "--data=s3://datasets/ucf101",
+        "--output=s3://runs/x3d",
+        "train.epochs=3",
+        "optim.lr=5e-4",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "nproc"),
+    [({}, "1"), ({"gpusPerNode": 4}, "4"), ({"gpusPerNode": 8, "nprocPerNode": 2}, "2"), ({"nprocPerNode": 3}, "3")],
+)
+def test_renders_one_process_per_gpu_unless_nproc_per_node_is_set(values, nproc):
+    assert _env(BASE | values)["ACTIONTRAIN_NPROC_PER_NODE"] == nproc
+
+
+def test_renders_format_split_and_values_with_dollars_verbatim():
+    values = BASE | {"data": "s3://b/$(HOME)/d", "format": "hmdb51", "split": 2, "overrides": ["data.decoder=$x"]}
+    container = _container(values)
+    argv = container_argv(container, container_environment(container, fields=_pod_fields(0)))
+    assert "--data=s3://b/$(HOME)/d" in argv
+    assert argv[-3:] == ["--format=hmdb51", "--split=2", "data.decoder=$x"]
+
+
+@pytest.mark.parametrize("backend", ["job", "pytorchjob"])
+def test_renders_a_fresh_rendezvous_store_for_every_restart_round(backend):
+    rendered = render_chart(BASE | {"backend": backend})
+    (container,) = pod_template(rendered.one("Job" if backend == "job" else "PyTorchJob"))["spec"]["containers"]
+    assert {"name": SHARED_STORE_SWITCH, "value": "1"} in container["env"]
+
+
+def test_renders_an_indexed_job_of_max_nodes_that_succeeds_with_node_zero():
+    spec = _job(GPU_MULTINODE)["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 4, 4)
+    assert spec["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
+    assert "suspend" not in spec
+
+
+@pytest.mark.parametrize(
+    ("nodes", "max_failed"), [({"min": 1, "max": 1}, 0), ({"min": 2, "max": 4}, 2), ({"min": 1, "max": 8}, 7)]
+)
+def test_renders_max_failed_indexes_as_the_nodes_the_job_can_lose(nodes, max_failed):
+    assert _job(BASE | {"nodes": nodes})["spec"]["maxFailedIndexes"] == max_failed
+    assert _job(BASE | {"nodes": nodes, "job": {"maxFailedIndexes": 0}})["spec"]["maxFailedIndexes"] == 0
+
+
+def test_renders_a_failure_policy_that_retries_lost_nodes_and_fails_on_usage_errors():
+    spec = _job(BASE | {"job": {"backoffLimitPerIndex": 5}})["spec"]
+    template = spec["template"]["spec"]
+    assert template["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert spec["backoffLimitPerIndex"] == 5
+    assert spec["podReplacementPolicy"] == "Failed"
+    ignore, fail = spec["podFailurePolicy"]["rules"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"] == {"containerName": template["containers"][0]["name"], "operator": "In", "values": [2]}
+
+
+def test_renders_the_rendezvous_identity_from_the_downward_api():
+    env = {item["name"]: item for item in _container(BASE)["env"]}
+    assert (
+        env["ACTIONTRAIN_RDZV_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.labels['batch.kubernetes.io/controller-uid']"
+    )
+    assert env["ACTIONTRAIN_NODE_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    assert _env(BASE, index=3)["ACTIONTRAIN_NODE_INDEX"] == "3"
+
+
+def test_renders_pods_named_by_the_headless_service():
+    rendered = render_chart(BASE)
+    service = rendered.one("Service")
+    spec = pod_template(rendered.one("Job"))["spec"]
+    assert spec["subdomain"] == service["metadata"]["name"] == rendered.one("Job")["metadata"]["name"]
+    host = _env(BASE)["ACTIONTRAIN_RDZV_ENDPOINT"].split(":")[0]
+    assert host == f"{rendered.one('Job')['metadata']['name']}-0.{spec['subdomain']}.ml.svc"
+
+
+def test_renders_secure_pod_defaults():
+    spec = pod_template(_job(BASE))["spec"]
+    pod, container = spec["securityContext"], spec["containers"][0]["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 10001
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+
+
+def test_renders_tmp_shm_and_cache_as_the_only_writable_mounts():
+    values = BASE | {"shm": {"sizeLimit": "16Gi"}, "cache": {"path": "/cache", "sizeLimit": "1Gi"}}
+    spec = pod_template(_job(values))["spec"]
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in spec["containers"][0]["volumeMounts"]}
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert mounts["/dev/shm"]["name"] == "shm"
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"]["sizeLimit"] == "4Gi"
+    assert volumes[mounts["/cache"]["name"]]["emptyDir"] == {"sizeLimit": "1Gi"}
+    writable = {path for path, mount in mounts.items() if not mount.get("readOnly")}
+    assert writable == {"/dev/shm", "/tmp", "/cache"}
+    assert _env(values)["ACTIONTRAIN_CACHE_DIR"] == "/cache"
+
+
+def test_renders_gpu_requests_and_limits_when_gpus_per_node_is_set():
+    resources = _container(GPU_MULTINODE)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == 8
+    assert resources["limits"]["memory"] == "16Gi"
+    assert "nvidia.com/gpu" not in str(_container(BASE)["resources"])
+
+
+def test_renders_scheduling_values_into_the_pod():
+    values = BASE | {
+        "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {}},
+        "priorityClassName": "training",
+        "podLabels": {"team": "vision"},
+        "podAnnotations": {"example.com/owner": "vision"},
+    }
+    template = pod_template(_job(values))
+    spec = template["spec"]
+    assert spec["nodeSelector"] == values["nodeSelector"]
+    assert spec["tolerations"] == values["tolerations"]
+    assert spec["affinity"] == values["affinity"]
+    assert spec["priorityClassName"] == "training"
+    assert template["metadata"]["labels"]["team"] == "vision"
+    assert template["metadata"]["annotations"]["example.com/owner"] == "vision"
+
+
+def test_renders_the_kueue_queue_label_and_partial_admission_when_elastic():
+    job = _job(GPU_MULTINODE | {"kueue": {"queueName": "team-a"}})
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    # Kueue lowers parallelism only: completions stays >= maxFailedIndexes, as validation requires.
+    assert job["metadata"]["annotations"] == {"kueue.x-k8s.io/job-min-parallelism": "2"}
+    assert job["spec"]["suspend"] is True
+    fixed = _job(BASE | {"kueue": {"queueName": "team-a"}})
+    assert "annotations" not in fixed["metadata"]
+
+
+def test_renders_s3_credentials_as_secret_references_only():
+    values = BASE | {
+        "s3": {"existingSecret": "s3-credentials", "endpointUrl": "http://minio.minio:9000", "region": "eu-west-1"}
+    }
+    env = {item["name"]: item for item in _container(values)["env"]}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name] == {"name": name, "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": name}}}
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://minio.minio:9000"
+    assert env["AWS_REGION"]["value"] == "eu-west-1"
+    assert "AWS_SESSION_TOKEN" not in env
+    without = {item["name"] for item in _container(BASE)["env"]}
+    assert not {name for name in without if name.startswith("AWS_")}
+
+
+def test_renders_the_image_from_app_version_or_digest():
+    assert _container(BASE)["image"] == "actiontrain:0.1.0"
+    assert (
+        _container(BASE | {"image": {"repository": "r.example.com/at", "tag": "0.2.0"}})["image"]
+        == "r.example.com/at:0.2.0"
+    )
+    digest = "sha256:" + "a" * 64
+    assert _container(BASE | {"image": {"digest": digest}})["image"] == f"actiontrain@{digest}"
+
+
+def test_renders_deadline_and_ttl_only_when_set():
+    spec = _job(BASE)["spec"]
+    assert "activeDeadlineSeconds" not in spec and "ttlSecondsAfterFinished" not in spec
+    spec = _job(BASE | {"activeDeadlineSeconds": 86400, "ttlSecondsAfterFinished": 3600})["spec"]
+    assert (spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (86400, 3600)
+    assert _job(BASE | {"ttlSecondsAfterFinished": 0})["spec"]["ttlSecondsAfterFinished"] == 0
+
+
+# The launcher script itself, run by /bin/sh with stand-ins for python and torchrun that record
+# their arguments: node 0 hosts the store and does not wait; the others wait first.
+
+
+def _stub(directory: Path, name: str, exit_code: int = 0) -> None:
+    path = directory / name
+    path.write_text(f'#!/bin/sh\necho "{name} $*" >> "$CALLS"\nexit {exit_code}\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def _run_launcher(tmp_path: Path, index: int | None, *, python_exit: int = 0) -> tuple[int, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _stub(bin_dir, "python", python_exit)
+    _stub(bin_dir, "torchrun")
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    container = _container(GPU_MULTINODE)
+    fields = _pod_fields(0 if index is None else index)
+    env = container_environment(container, fields=fields)
+    if index is None:
+        del env["ACTIONTRAIN_NODE_INDEX"]
+    env |= {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)}
+    result = subprocess.run(container_argv(container, env), env=env, capture_output=True, text=True, timeout=30)
+    return result.returncode, calls.read_text().splitlines()
+
+
+def test_launcher_on_node_zero_hosts_the_store_without_waiting(tmp_path):
+    code, calls = _run_launcher(tmp_path, 0)
+    assert code == 0
+    (torchrun,) = calls
+    assert torchrun.startswith("torchrun --rdzv-conf=is_host=true,join_timeout=900 --nnodes=2:4 --nproc-per-node=8")
+
+
+def test_launcher_on_other_nodes_waits_for_node_zero_first(tmp_path):
+    code, calls = _run_launcher(tmp_path, 2)
+    assert code == 0
+    wait, torchrun = calls
+    assert (
+        wait
+        == "python -m actiontrain.launch.rendezvous --wait demo-actiontrain-0.demo-actiontrain.ml.svc:29400 --timeout 900"
+    )
+    assert torchrun.startswith("torchrun --rdzv-conf=is_host=false,join_timeout=900 ")
+
+
+def test_launcher_does_not_start_torchrun_when_node_zero_never_came(tmp_path):
+    code, calls = _run_launcher(tmp_path, 1, python_exit=1)
+    assert code == 1  # retried by the Job (counted against backoffLimitPerIndex)
+    assert len(calls) == 1 and calls[0].startswith("python ")
+
+
+def test_launcher_without_a_node_index_is_a_usage_error_that_fails_the_job(tmp_path):
+    code, calls = _run_launcher(tmp_path, None)
+    assert code == 2  # podFailurePolicy: FailJob
+    assert calls == []

@@ -9,6 +9,7 @@ from actiontrain.errors import ConfigError
 
 __all__ = [
     "DECODERS",
+    "EXPORT_PRECISIONS",
     "X3D_MEAN",
     "X3D_STD",
     "X3D_VARIANT_NAMES",
@@ -25,6 +26,8 @@ __all__ = [
 Decoder = Literal["auto", "torchcodec", "pyav"]
 DECODERS: tuple[str, ...] = ("auto", "torchcodec", "pyav")
 """Video decoders: ``auto`` picks the measured fastest."""
+EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+"""Weight precisions of an OpenVINO export (INT8 comes from quantization, not from export)."""
 X3D_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
 """Per-channel mean the pretrained X3D checkpoints were trained with (pytorchvideo Kinetics recipe)."""
 X3D_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
@@ -179,7 +182,9 @@ class TrainConfig:
     channels_last: bool = True
     """channels-last-3d memory format on CUDA; ignored on CPU."""
     export: bool = True
-    """Export to OpenVINO at the end of training."""
+    """Export to OpenVINO (OUTPUT/export) at the end of training."""
+    export_precision: str = "fp32"
+    """Weights of that export: fp32, or fp16 (half the size; INT8 comes from `actiontrain optimize`)."""
     seed: int = 2
     """Seed of model initialisation (the data order has data.seed)."""
     sample_log: str = ""
@@ -191,6 +196,10 @@ class TrainConfig:
         for key in ("checkpoint_every", "eval_every"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.export_precision not in EXPORT_PRECISIONS:
+            raise ConfigError(
+                f"train.export_precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {self.export_precision!r}"
+            )
 
 
 @dataclass(kw_only=True)

@@ -1,24 +1,37 @@
-"""The main job on embedded defaults: an S3 server on loopback and a generated sample dataset.
+"""The main job on embedded defaults: the whole pipeline against an S3 server on loopback.
 
-Stages so far (the data layer): start S3, generate a UCF101-layout dataset into it, check it
-(decoding every video), convert it to the internal representation, and stream one epoch of
-augmented training clips from S3 with several DataLoader workers.
+Stages: start S3; generate a sample dataset in it (UCF101 layout) and check it, decoding every
+video; convert it to the internal (Datumaro) representation; train elastically through TorchX
+(``actiontrain.train`` on the ``local_cwd`` scheduler: torchrun, 2 processes, c10d) from S3 to S3,
+which exports to OpenVINO at the end; pull the export back with its checksums verified; predict
+on a test video. The S3 server lives only as long as the demo, so what a person wants to look at
+afterwards (the model, the metrics and the training plot) is also copied to a local folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
+from actiontrain import storage
 from actiontrain.embedded_s3 import EmbeddedS3
+from actiontrain.errors import ActionTrainError
 
 __all__ = ["DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 BUCKET = "actiontrain-demo"
+
+# The cpu_smoke recipe, shortened: enough epochs that the motion classes start to separate.
+TRAIN_OVERRIDES = ("train.epochs=6", "train.export=true", "train.log_every=2", "data.num_workers=1")
 
 
 @dataclass(kw_only=True)
@@ -33,74 +46,123 @@ class DemoResult:
 
 def run_demo(
     *,
+    workdir: str = "actiontrain-demo",
     num_classes: int = 4,
     videos_per_class: int = 8,
-    batch_size: int = 4,
-    num_workers: int = 2,
+    num_processes: int = 2,
     on_stage: Callable[[str, float], None] | None = None,
 ) -> DemoResult:
-    """Runs every stage against a fresh embedded S3 server, which is stopped at the end."""
+    """Runs every stage against a fresh embedded S3 server, which is stopped at the end.
+
+    Args:
+        workdir: Local folder for what outlives the S3 server (model, metrics, plot).
+        num_classes: Classes of the sample dataset (motions; 1 to 8).
+        videos_per_class: Videos per class.
+        num_processes: Training processes torchrun starts (TorchX's ``-j 1xN``).
+        on_stage: Called with each stage's name and duration as it finishes.
+
+    Raises:
+        ActionTrainError: a stage failed; the message names it (the training log is above it).
+    """
     result = DemoResult()
 
-    def stage(name: str, start: float) -> None:
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
         result.seconds[name] = time.perf_counter() - start
         if on_stage:
             on_stage(name, result.seconds[name])
 
-    start = time.perf_counter()
-    with EmbeddedS3() as s3, s3.environment():
-        result.endpoint = s3.endpoint
-        bucket = s3.create_bucket(BUCKET)
-        stage("start S3 on loopback", start)
+    workdir = os.path.abspath(workdir)
+    with ExitStack() as stack:
+        with stage("start S3 on loopback"):
+            # Its own process: the training processes and this one all reach it over HTTP.
+            s3 = stack.enter_context(EmbeddedS3(separate_process=True))
+            stack.enter_context(s3.environment())
+            bucket = s3.create_bucket(BUCKET)
+            result.endpoint = s3.endpoint
+        _pipeline(result, stage, bucket=bucket, s3_env=s3.env, workdir=workdir, num_classes=num_classes,
+                  videos_per_class=videos_per_class, num_processes=num_processes)  # fmt: skip
+    return result
 
-        from actiontrain.data.synth import synthesize
 
-        dataset_url = f"{bucket}/datasets/ucf101-synth"
-        start = time.perf_counter()
+def _pipeline(
+    result: DemoResult,
+    stage,
+    *,
+    bucket: str,
+    s3_env: dict[str, str],
+    workdir: str,
+    num_classes: int,
+    videos_per_class: int,
+    num_processes: int,
+) -> None:
+    from actiontrain.data.catalog import load_dataset
+    from actiontrain.data.check import check_dataset
+    from actiontrain.data.convert import convert_dataset
+    from actiontrain.data.synth import synthesize
+
+    dataset_url = f"{bucket}/datasets/ucf101-synth"
+    with stage("generate sample dataset"):
         summary = synthesize(
-            dataset_url, format="ucf101", num_classes=num_classes, videos_per_class=videos_per_class, num_frames=(48, 72)
+            dataset_url, format="ucf101", num_classes=num_classes, videos_per_class=videos_per_class, num_frames=(32, 48)
         )
         result.locations["dataset (UCF101 layout)"] = dataset_url
         result.facts["subsets"] = summary.subset_counts()
-        stage("generate sample dataset", start)
 
-        from actiontrain.data.check import check_dataset
-
-        start = time.perf_counter()
+    with stage("check dataset (--deep)"):
         report = check_dataset(dataset_url, deep=True)
         result.facts["classes"] = report.classes
-        result.facts["problems"] = len(report.problems)
         if not report.usable:
-            raise RuntimeError(f"the generated dataset has problems: {report.problems}")
-        stage("check dataset (--deep)", start)
+            raise ActionTrainError(f"the generated dataset has problems: {report.problems}")
 
-        from actiontrain.data.catalog import load_dataset
-        from actiontrain.data.convert import convert_dataset
-
-        start = time.perf_counter()
-        internal_url = f"{bucket}/datasets/ucf101-synth-datumaro"
+    internal_url = f"{bucket}/datasets/ucf101-synth-datumaro"
+    with stage("convert to Datumaro format"):
         convert_dataset(load_dataset(dataset_url), internal_url)
         result.locations["internal representation (Datumaro)"] = internal_url
-        stage("convert to Datumaro format", start)
 
-        from actiontrain.config import DataConfig
-        from actiontrain.data.dataset import build_clip_dataset
-        from actiontrain.data.loader import ClipLoader
+    output_url = f"{bucket}/runs/x3d-xs-demo"
+    with stage(f"train via TorchX ({num_processes} processes) + export"):
+        _train_with_torchx(data=internal_url, output=output_url, s3_env=s3_env, num_processes=num_processes)
+        result.locations["checkpoints"] = storage.join(output_url, "checkpoints")
+        result.locations["OpenVINO export"] = storage.join(output_url, "export")
 
-        start = time.perf_counter()
-        dataset = load_dataset(internal_url)
-        config = DataConfig(num_workers=num_workers)
-        clips = build_clip_dataset(dataset, subset="train", config=config, train=True)
-        loader = ClipLoader(clips, batch_size=batch_size)
-        loader.set_epoch(0)
-        num_clips, shape = 0, None
-        for batch in loader:
-            if batch["video"] is not None:
-                num_clips += len(batch["video"])
-                shape = tuple(batch["video"].shape[1:])
-        elapsed = time.perf_counter() - start
-        result.facts["clips streamed"] = num_clips
-        result.facts["clip shape (C,T,H,W)"] = shape
-        result.facts["throughput(clips/s)"] = round(num_clips / elapsed, 1)
-        stage("stream one epoch of training clips from S3", start)
-    return result
+    from actiontrain.export.store import pull
+
+    model_dir = os.path.join(workdir, "model")
+    with stage("pull the export (checksums verified)"):
+        shutil.rmtree(model_dir, ignore_errors=True)
+        manifest = pull(storage.join(output_url, "export"), model_dir)
+        for name in ("metrics.jsonl", "training.png"):
+            storage.copy(storage.join(output_url, name), os.path.join(workdir, name))
+        result.locations["pulled model (local)"] = model_dir
+        result.locations["metrics and plot (local)"] = os.path.join(workdir, "training.png")
+        top1 = manifest.metrics.get("top1")
+        result.facts["validation top-1 at export"] = None if top1 is None else f"{top1:.1%}"
+
+    from actiontrain.inference import predict
+
+    sample = load_dataset(internal_url).samples("test")[0]
+    with stage("predict on a test video (OpenVINO, CPU)"):
+        (prediction,) = predict(model_dir, [sample.url], top_k=3)
+        truth = manifest.classes[sample.label] if sample.label is not None else "?"
+        result.facts["prediction"] = f"{os.path.basename(sample.url)} (true: {truth}) -> " + ", ".join(
+            f"{label} {score:.2f}" for label, score in prediction.top_k
+        )
+
+
+def _train_with_torchx(*, data: str, output: str, s3_env: dict[str, str], num_processes: int) -> None:
+    """``torchx run -s local_cwd actiontrain.train``: what a user types, against the embedded S3."""
+    bin_dir = os.path.dirname(sys.executable)
+    command = [
+        os.path.join(bin_dir, "torchx"), "run", "-s", "local_cwd", "actiontrain.train",
+        "-j", f"1x{num_processes}", "--config", "cpu_smoke", "--data", data, "--output", output,
+        *TRAIN_OVERRIDES,
+    ]  # fmt: skip
+    # local_cwd runs `python -m torch.distributed.run` from PATH: this interpreter's.
+    env = {**os.environ, **s3_env, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    logger.info("running: %s", " ".join(command))
+    completed = subprocess.run(command, env=env, check=False)
+    if completed.returncode != 0:
+        raise ActionTrainError(f"training through TorchX failed (exit {completed.returncode}); its log is above")

@@ -46,6 +46,8 @@ class TrainResult:
     last_step: int
     epochs: int
     final_eval: dict | None
+    export_url: str | None = None
+    """The OpenVINO export written at the end (``train.export``), on rank 0."""
 
 
 def choose_val_subset(dataset: ActionDataset, requested: str) -> str | None:
@@ -244,10 +246,38 @@ class Trainer:
                 final_eval = self._evaluate()
             self.save_checkpoint()
         self.metrics.close()
+        self._close_sample_log()
+        export_url = None
         if dist.is_main:
             confusion = torch.tensor(final_eval["confusion"]) if final_eval else None
             plot_training(self.metrics.records, confusion, self.classes, storage.join(self.output_url, "training.png"))
-        return TrainResult(output_url=self.output_url, last_step=self.step, epochs=self.epoch, final_eval=final_eval)
+            if config.train.export:
+                export_url = self._export(final_eval)
+        return TrainResult(
+            output_url=self.output_url,
+            last_step=self.step,
+            epochs=self.epoch,
+            final_eval=final_eval,
+            export_url=export_url,
+        )
+
+    def _export(self, final_eval: dict | None) -> str:
+        """OpenVINO export of the final weights to OUTPUT/export (rank 0, after the last checkpoint)."""
+        from actiontrain.export import EXPORT_DIR, export_model
+
+        started = time.perf_counter()
+        metrics = {key: value for key, value in (final_eval or {}).items() if key not in ("confusion", "predictions")}
+        result = export_model(
+            self.model,
+            classes=self.classes,
+            config=self.config,
+            output_url=storage.join(self.output_url, EXPORT_DIR),
+            precision=self.config.train.export_precision,
+            metrics=metrics,
+            step=self.step,
+        )
+        logger.info("exported to %s (%s; %.1f s)", result.url, result.parity.describe(), time.perf_counter() - started)
+        return result.url
 
     def _train_step(self, batch: dict[str, Any]) -> torch.Tensor:
         """One optimizer step; returns the detached loss (a tensor: no GPU sync until logged)."""
@@ -350,6 +380,11 @@ class Trainer:
                 self._sample_log.write(f"sample {self.epoch} {self.step} {index}\n")
             self._sample_log.flush()
             os.fsync(self._sample_log.fileno())
+
+    def _close_sample_log(self) -> None:
+        if self._sample_log is not None:
+            self._sample_log.close()
+            self._sample_log = None
 
     def _flush_sample_log(self) -> None:
         if self._sample_log is not None:

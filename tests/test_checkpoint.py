@@ -401,3 +401,24 @@ class TestS3:
         # The restarted run saves step 2 again, and that one counts.
         restarted.save(2, {"x": torch.ones(3)})
         assert restarted.load_latest()[0] == 2
+
+
+def test_load_checkpoint_takes_a_step_folder_or_a_run(tmp_path):
+    from actiontrain.checkpoint import load_checkpoint
+
+    manager = CheckpointManager(str(tmp_path / "run"), keep_last=2)
+    manager.save(3, {"x": torch.zeros(1)})
+    manager.save(5, {"x": torch.ones(1)})
+    step, state = load_checkpoint(str(tmp_path / "run"))
+    assert step == 5 and torch.equal(state["x"], torch.ones(1))
+    step, state = load_checkpoint(manager.step_url(3) + "/")
+    assert step == 3 and torch.equal(state["x"], torch.zeros(1))
+
+
+def test_load_checkpoint_of_an_empty_run_says_where_it_looked(tmp_path):
+    from actiontrain.checkpoint import load_checkpoint
+
+    with pytest.raises(NotFoundError, match=r"no committed checkpoint under .*run/checkpoints"):
+        load_checkpoint(str(tmp_path / "run"))
+    with pytest.raises(NotFoundError, match="checkpoint step 9 is not committed"):
+        load_checkpoint(str(tmp_path / "run" / "checkpoints" / "step-00000009"))

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 
+import psutil
 import pytest
 
 from actiontrain.checkpoint import CheckpointManager
@@ -120,16 +121,19 @@ def test_killed_worker_is_restarted_and_every_sample_used_once(run):
 @pytest.mark.e2e
 def test_job_killed_then_resumed_with_one_process_uses_every_sample_once(run):
     command = torchrun(2, run["data"], run["output"], run["ledger"], max_restarts=0)
-    process = subprocess.Popen(
-        command, env=run["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    process = subprocess.Popen(command, env=run["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: ledger_mentions(run["ledger"], "sample 1 "))
-        os.killpg(process.pid, signal.SIGKILL)  # the whole pod goes: agent and both workers
+        # The whole pod goes: the agent and both workers (torchrun starts each worker in a session
+        # of its own, so killing the agent's process group would leave them running).
+        pod = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        for member in pod:
+            member.kill()
+        psutil.wait_procs(pod, timeout=60)
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
     resumed_from = CheckpointManager(run["output"]).latest_step()
     assert resumed_from is not None and resumed_from < EPOCHS * 3
     # The job comes back with one process: 12 clips in steps of 2 from here on.

@@ -72,6 +72,18 @@ def test_mid_epoch_checkpoint_resumes_at_the_sample_count(dataset, tmp_path):
     assert state["sampler"]["epoch"] == 0 and state["sampler"]["consumed"] == 4
 
 
+def test_a_run_that_asks_for_it_ends_with_a_verified_openvino_export(dataset, tmp_path):
+    from actiontrain.export.store import pull
+
+    output = str(tmp_path / "run")
+    _, result = _run(dataset, output, "train.epochs=1", "train.export=true", "train.export_precision=fp16")
+    assert result.export_url == os.path.join(output, "export")
+    manifest = pull(result.export_url, tmp_path / "pulled")  # checks every file's sha256
+    assert manifest.classes == ["MoveLeft", "MoveRight", "MoveUp"]
+    assert manifest.precision == "fp16" and manifest.step == 3
+    assert manifest.metrics["top1"] == result.final_eval["top1"]
+
+
 def test_other_dataset_in_the_same_output_is_refused(dataset, tmp_path):
     from actiontrain.errors import ConfigError
 

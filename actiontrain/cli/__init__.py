@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from actiontrain import __version__
 from actiontrain.cli import data as data_commands
 from actiontrain.cli import demo as demo_command
+from actiontrain.cli import export as export_commands
 from actiontrain.cli import train as train_commands
 from actiontrain.errors import ActionTrainError
 from actiontrain.log import init_logger
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.add_parser(commands)
     train_commands.add_parsers(commands)
     demo_command.add_parser(commands)
+    export_commands.add_parsers(commands)
     return parser
 
 

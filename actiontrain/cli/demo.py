@@ -10,12 +10,15 @@ __all__ = ["add_parser"]
 def add_parser(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
-        help="run the pipeline on an embedded S3 server with a generated dataset",
-        description="Starts an S3 server on loopback, generates a sample dataset in it and runs the "
-        "pipeline end to end, printing where everything is and how long each stage took.",
+        help="run the whole pipeline on an embedded S3 server with a generated dataset",
+        description="Starts an S3 server on loopback, generates a sample dataset in it, trains through "
+        "TorchX (torchrun, c10d) from S3 to S3, exports to OpenVINO, pulls the model back and predicts "
+        "on a test video, printing where everything is and how long each stage took.",
     )
+    demo.add_argument("--workdir", default="actiontrain-demo", help="local folder for the pulled model and plots")
     demo.add_argument("--classes", type=int, default=4, help="classes in the sample dataset (default 4)")
     demo.add_argument("--videos-per-class", type=int, default=8, help="videos per class (default 8)")
+    demo.add_argument("--nproc", type=int, default=2, help="training processes (default 2)")
     demo.set_defaults(handler=_demo)
 
 
@@ -25,7 +28,13 @@ def _demo(args: argparse.Namespace) -> int:
     def on_stage(name: str, seconds: float) -> None:
         print(f"[demo] {name:<45} {seconds:6.1f} s", flush=True)
 
-    result = run_demo(num_classes=args.classes, videos_per_class=args.videos_per_class, on_stage=on_stage)
+    result = run_demo(
+        workdir=args.workdir,
+        num_classes=args.classes,
+        videos_per_class=args.videos_per_class,
+        num_processes=args.nproc,
+        on_stage=on_stage,
+    )
     print(f"\nS3 endpoint (embedded, stopped now): {result.endpoint}")
     for what, url in result.locations.items():
         print(f"  {what:<40} {url}")

@@ -56,6 +56,8 @@ def _train(args: argparse.Namespace) -> int:
         summary = f"trained {result.epochs} epochs ({result.last_step} steps); output {result.output_url}"
         if result.final_eval:
             summary += f"; top1 {result.final_eval['top1']:.1%} top5 {result.final_eval['top5']:.1%}"
+        if result.export_url:
+            summary += f"; OpenVINO export {result.export_url}"
         print(summary)
     return 0
 

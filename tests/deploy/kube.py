@@ -4,7 +4,8 @@ Shared by the deploy tests (and meant for the pod-level e2e test): ``render_char
 Helm's Go library (``helm_python``), ``build_kustomization`` through ``kubectl kustomize``,
 ``validate`` against the Kubernetes 1.33 OpenAPI schemas in strict mode (unknown fields fail), and
 ``container_argv`` resolves a container's command the way the kubelet does: environment from
-values and the downward API, then ``$(VAR)`` expansion in env values, command and args.
+values and the downward API, then ``$(VAR)`` expansion in env values, command and args;
+``indexed_job_pod`` gives the hostname and downward-API fields the Job controller sets on pod N.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "build_kustomization",
     "container_argv",
     "container_environment",
+    "indexed_job_pod",
     "kubelet_expand",
     "pod_template",
     "render_chart",
@@ -253,6 +255,30 @@ def container_environment(
         else:
             raise AssertionError(f"{name}: unsupported valueFrom {variable['valueFrom']}")
     return env
+
+
+def indexed_job_pod(job: dict[str, Any], index: int, *, uid: str, namespace: str) -> tuple[str, dict[str, str]]:
+    """Pod ``index`` of an Indexed Job as the Job controller makes it: its hostname and downward-API fields.
+
+    Args:
+        job: The Job (``completionMode: Indexed``).
+        index: The completion index.
+        uid: The Job's UID, which the controller puts in every pod's controller-uid label.
+        namespace: The namespace the Job runs in.
+
+    Returns:
+        The hostname ``<job>-<index>`` and the fields by fieldPath, for ``container_environment``.
+    """
+    assert job["spec"].get("completionMode") == "Indexed", "only Indexed Jobs give their pods an index"
+    assert 0 <= index < job["spec"]["completions"], f"index {index} outside 0..{job['spec']['completions'] - 1}"
+    fields = {
+        "metadata.namespace": namespace,
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']": str(index),
+        "metadata.labels['batch.kubernetes.io/job-completion-index']": str(index),
+        "metadata.labels['batch.kubernetes.io/controller-uid']": uid,
+        "metadata.labels['batch.kubernetes.io/job-name']": job["metadata"]["name"],
+    }
+    return f"{job['metadata']['name']}-{index}", fields
 
 
 def container_argv(container: dict[str, Any], env: dict[str, str]) -> list[str]:

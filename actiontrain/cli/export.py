@@ -1,0 +1,121 @@
+"""``actiontrain export``, ``optimize``, ``pull`` and ``predict``: OpenVINO deployment of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from actiontrain.data.layouts import FORMATS
+
+__all__ = ["add_parsers"]
+
+_PRECISIONS = ("fp32", "fp16")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export a checkpoint to OpenVINO IR (model.xml, model.bin, manifest.json) with a parity check",
+        description="Converts a checkpoint to OpenVINO IR with a (1, 1, 3, T, H, W) NSCTHW input and OpenVINO "
+        "Model API metadata, checks OpenVINO's logits against PyTorch's and writes model.xml, model.bin and "
+        "manifest.json (checksums, classes, recipe, metrics; written last) to OUTPUT.",
+    )
+    export.add_argument("--checkpoint", required=True, help="a checkpoint folder URL, or a training --output URL")
+    export.add_argument("--output", required=True, help="export folder (any fsspec URL)")
+    export.add_argument("--precision", choices=_PRECISIONS, default="fp32", help="weight precision (default fp32)")
+    export.set_defaults(handler=_export)
+
+    optimize = commands.add_parser(
+        "optimize",
+        help="INT8 post-training quantization of an export with NNCF",
+        description="Calibrates INT8 quantization (nncf.quantize) on clips of the training subset, scores the "
+        "FP32 and INT8 models on the validation subset and writes the INT8 export to OUTPUT.",
+    )
+    optimize.add_argument("--model", required=True, help="an FP32 export (folder or URL)")
+    optimize.add_argument("--data", required=True, help="the dataset the model was trained on")
+    optimize.add_argument("--output", required=True, help="INT8 export folder (any fsspec URL)")
+    optimize.add_argument("--format", choices=FORMATS, help="dataset layout (detected when absent)")
+    optimize.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
+    optimize.add_argument("--subset-size", type=int, default=300, help="most calibration clips (default 300)")
+    optimize.add_argument("--val-subset", default="", help="subset to score (default: validation, val or test)")
+    optimize.set_defaults(handler=_optimize)
+
+    pull = commands.add_parser(
+        "pull",
+        help="download an export to a local folder, verifying its checksums",
+        description="Downloads model.xml and model.bin, checks them against the manifest's sha256 and only then "
+        "writes the manifest into DIR: a folder with a manifest holds a complete, verified export.",
+    )
+    pull.add_argument("url", metavar="URL", help="export folder URL")
+    pull.add_argument("directory", metavar="DIR", help="local folder to write")
+    pull.set_defaults(handler=_pull)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify videos or frame folders with an export (OpenVINO)",
+        description="Samples each video as evaluation does (clips x crops of the recipe), runs OpenVINO and "
+        "averages the softmax over the views. --model may be a local folder or any URL (pulled to the cache "
+        "and verified).",
+    )
+    predict.add_argument("--model", required=True, help="export folder or URL")
+    predict.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_DIR", help="video files or frame folders (any URL)")
+    predict.add_argument("--top-k", type=int, default=5, help="classes shown per input (default 5)")
+    predict.add_argument("--json", action="store_true", help="print a JSON list: {input, top_k: [{label, score}]} per input")
+    predict.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
+    predict.set_defaults(handler=_predict)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from actiontrain.export import export_checkpoint
+    from actiontrain.export.manifest import input_shape
+
+    result = export_checkpoint(args.checkpoint, args.output, precision=args.precision)
+    manifest = result.manifest
+    shape = "x".join(str(size) for size in input_shape(manifest.config))
+    print(
+        f"exported {manifest.precision} model (step {manifest.step}, {len(manifest.classes)} classes, input {shape}) "
+        f"to {result.url}; {result.parity.describe()}"
+    )
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from actiontrain.export.quantize import quantize_export
+
+    result = quantize_export(
+        args.model,
+        args.data,
+        args.output,
+        format=args.format,
+        split=args.split,
+        subset_size=args.subset_size,
+        val_subset=args.val_subset,
+    )
+    print(
+        f"INT8 export written to {result.url}; top-1 on {result.val_subset} ({result.num_videos} videos): "
+        f"FP32 {result.fp32_top1:.1%}, INT8 {result.int8_top1:.1%} ({result.agreement:.0%} same predictions; "
+        f"calibrated on {result.num_calibration_clips} clips)"
+    )
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from actiontrain.export.store import pull
+
+    manifest = pull(args.url, args.directory)
+    print(f"pulled {manifest.precision} export ({len(manifest.classes)} classes) to {args.directory}; checksums verified")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from actiontrain.inference import predict
+
+    predictions = predict(args.model, args.inputs, top_k=args.top_k, device=args.device)
+    if args.json:
+        print(json.dumps([prediction.to_dict() for prediction in predictions]))
+        return 0
+    for prediction in predictions:
+        print(prediction.input)
+        for label, score in prediction.top_k:
+            print(f"  {score:6.3f}  {label}")
+    return 0

@@ -1,0 +1,55 @@
+"""Exporting checkpoints and live models: what the manifest records, and arguments refused up front."""
+
+from __future__ import annotations
+
+import pytest
+from exported_models import x3d_export
+
+from actiontrain.errors import ConfigError, NotFoundError
+from actiontrain.export import export_checkpoint, export_model
+from actiontrain.export.exporter import EXPORT_DIR
+from actiontrain.export.manifest import MODEL_FILES, file_entry
+from actiontrain.export.store import local_export
+from actiontrain.recipe import config_to_dict, load_config
+
+
+@pytest.fixture(scope="module")
+def x3d(tmp_path_factory):
+    return x3d_export(tmp_path_factory)
+
+
+def test_a_checkpoint_export_records_step_metrics_classes_recipe_and_checksums(x3d):
+    export = local_export(x3d.export)
+    manifest = export.manifest
+    assert manifest == x3d.result.manifest
+    assert (manifest.precision, manifest.step, manifest.classes) == ("fp32", 7, x3d.classes)
+    # The run's evaluation at the checkpoint's step, from its metrics.jsonl.
+    assert manifest.metrics == {"step": 7, "epoch": 1, "subset": "test", "top1": 0.5, "top5": 1.0, "num_videos": 6}
+    assert manifest.recipe == config_to_dict(x3d.config)
+    assert manifest.files == {name: file_entry(export.directory / name) for name in MODEL_FILES}
+    assert manifest.parity["top1_agreement"] == 1.0
+
+
+def test_training_exports_go_to_output_slash_export():
+    assert EXPORT_DIR == "export"
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16", ""])
+def test_unknown_precisions_are_refused_before_any_work(tmp_path, precision):
+    with pytest.raises(ConfigError, match=f"export precision must be one of fp32, fp16, got {precision!r}"):
+        export_checkpoint(str(tmp_path / "no-run"), str(tmp_path / "out"), precision=precision)
+
+
+def test_a_run_without_checkpoints_is_one_line(tmp_path):
+    with pytest.raises(NotFoundError, match="no committed checkpoint under .*checkpoints"):
+        export_checkpoint(str(tmp_path / "run"), str(tmp_path / "out"))
+
+
+def test_classes_that_do_not_fit_the_model_are_refused(x3d, tmp_path):
+    with pytest.raises(ConfigError, match="the model has 3 outputs but 2 classes were given"):
+        export_model(x3d.model, classes=["a", "b"], config=x3d.config, output_url=str(tmp_path / "out"))
+
+
+def test_int8_points_to_optimize(tmp_path):
+    with pytest.raises(ConfigError, match="actiontrain optimize"):
+        export_model(object(), classes=["a"], config=load_config("cpu_smoke"), output_url=str(tmp_path), precision="int8")

@@ -14,6 +14,14 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then
   apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
 fi
 
+# The pod-level chart test gives each emulated pod its own network namespace (iproute2's ip netns).
+if [ "$extras" = "test" ] && ! command -v ip >/dev/null 2>&1; then
+  echo "[setup] installing iproute2 (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   "$python" -m venv .venv

@@ -10,21 +10,23 @@ values and the downward API, then ``$(VAR)`` expansion in env values, command an
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import yaml
 
 __all__ = [
     "CHART_DIR",
+    "HelmFailure",
     "K8S_DIR",
     "KUBERNETES_VERSION",
     "REPO_ROOT",
@@ -68,22 +70,65 @@ class Rendered:
         return any(obj["kind"] == kind for obj in self.objects)
 
 
-_CHARTS: dict[Path, helm.Chart] = {}
+class HelmFailure(Exception):
+    """Helm refused the chart or its values: ``kind`` names helm_python's error class."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):
+        return type(self), (self.kind, str(self))
 
 
-def _chart(path: Path) -> helm.Chart:
-    if path not in _CHARTS:
-        _CHARTS[path] = helm.Chart.load(path)
-    return _CHARTS[path]
+# helm_python loads Helm's Go runtime into the process that imports it. A Go runtime in the test
+# process took over SIGSEGV and crashed pytest at a later fork (the whole suite died with a bare
+# "Segmentation fault"), so Helm lives in one spawned worker process and only results come back.
+_HELM_WORKER: ProcessPoolExecutor | None = None
+
+
+def _helm_worker() -> ProcessPoolExecutor:
+    global _HELM_WORKER
+    if _HELM_WORKER is None:
+        _HELM_WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return _HELM_WORKER
+
+
+def _in_helm_worker(function: str, *args: Any, **kwargs: Any) -> Any:
+    return _helm_worker().submit(_helm_call, function, *args, **kwargs).result()
+
+
+_CHARTS: dict[Path, Any] = {}
+
+
+def _helm_call(function: str, *args: Any, **kwargs: Any) -> Any:
+    """Runs in the Helm worker: ``render`` or ``lint``; helm errors come back as :class:`HelmFailure`."""
+    import helm_python as helm
+
+    try:
+        if function == "lint":
+            return helm.lint(*args, **kwargs)
+        chart_dir, values = args
+        if chart_dir not in _CHARTS:
+            _CHARTS[chart_dir] = helm.Chart.load(chart_dir)
+        return dict(_CHARTS[chart_dir].render(values, **kwargs))
+    except helm.HelmError as error:
+        raise HelmFailure(type(error).__name__, str(error)) from None
+
+
+def lint_chart(values: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """``helm lint`` of charts/actiontrain with ``values`` (options as helm_python's ``lint``)."""
+    return _in_helm_worker("lint", CHART_DIR, values, **options)
 
 
 def render_chart(values: dict[str, Any] | None = None, *, name: str = "demo", namespace: str = "ml") -> Rendered:
     """Renders charts/actiontrain offline with ``values`` (validated by its values.schema.json).
 
     Raises:
-        helm_python.HelmError: the values fail the schema or a template calls ``fail``.
+        HelmFailure: the values fail the schema (kind ``HelmValuesError``) or a template calls
+            ``fail`` (kind ``HelmRenderError``).
     """
-    manifests = _chart(CHART_DIR).render(values or {}, name=name, namespace=namespace)
+    manifests = _in_helm_worker("render", CHART_DIR, values or {}, name=name, namespace=namespace)
     objects = []
     for path, text in sorted(manifests.items()):
         if path.endswith(".yaml"):

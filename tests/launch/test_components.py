@@ -18,6 +18,7 @@ from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.data.synth import synthesize
 from actiontrain.errors import ConfigError
+from actiontrain.export.store import pull
 from actiontrain.launch import components
 from actiontrain.launch.components import IMAGE, export, train
 
@@ -286,7 +287,7 @@ def only(items: list) -> dict:
 
 
 @pytest.mark.e2e
-def test_local_cwd_run_trains_two_processes_from_s3_and_writes_checkpoints_back(tmp_path, s3_bucket, s3_env):
+def test_local_cwd_run_trains_two_processes_from_s3_and_writes_checkpoints_and_export_back(tmp_path, s3_bucket, s3_env):
     data, output = f"{s3_bucket}/ucf", f"{s3_bucket}/run"
     # 3 classes x 6 videos: 12 training clips (split 1 keeps groups 2, 3, 5, 6 for training).
     synthesize(data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
@@ -294,6 +295,7 @@ def test_local_cwd_run_trains_two_processes_from_s3_and_writes_checkpoints_back(
         "run", "-s", "local_cwd", "-cfg", f"log_dir={tmp_path / 'torchx'}", "actiontrain.train",
         "-j", "1x2", "--data", data, "--output", output, "--config", "cpu_smoke", "--format", "ucf101",
         "train.epochs=1", "train.batch_size=2", "train.log_every=1", "data.num_workers=0", "train.eval_every=0",
+        "train.export=true",
         env=torchx_env(**s3_env), timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
@@ -301,3 +303,5 @@ def test_local_cwd_run_trains_two_processes_from_s3_and_writes_checkpoints_back(
     assert CheckpointManager(output).latest_step() == 3  # 12 clips / (2 processes x 2) per step
     records = [json.loads(line) for line in storage.read_text(storage.join(output, "metrics.jsonl")).splitlines()]
     assert [record["step"] for record in records] == [1, 2, 3]  # train.log_every=1 reached the trainer
+    manifest = pull(storage.join(output, "export"), tmp_path / "model")  # the OpenVINO export, checksums verified
+    assert manifest.step == 3 and manifest.classes == ["MoveLeft", "MoveRight", "MoveUp"]

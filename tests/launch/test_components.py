@@ -217,8 +217,9 @@ def torchx_env(**extra: str) -> dict[str, str]:
 
 def torchx(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [TORCHX, *args], cwd=REPO, env=env or torchx_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
+        [TORCHX, *args], cwd=REPO, env=env or torchx_env(), capture_output=True, text=True, timeout=timeout,
+        check=False, start_new_session=True,
+    )  # fmt: skip
 
 
 def scheduler_request(stdout: str) -> dict:

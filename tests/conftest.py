@@ -15,12 +15,12 @@ import pytest
 
 from actiontrain.embedded_s3 import EmbeddedS3
 
-# Block SIGCHLD in the test process (and so in every thread it starts). Once the data tests have
-# left torch's DataLoader SIGCHLD handler installed and the export tests have run OpenVINO
-# (AVX-512) on the main thread, the kernel could no longer deliver SIGCHLD to that handler and
-# killed pytest with SIGSEGV (si_code SI_KERNEL) the next time a child exited: reproduced with
-# `pytest tests/data tests/export tests/launch/test_components.py`, fixed by this mask alone.
-# Children are reaped with waitpid, which does not need the signal.
+# Block SIGCHLD in the test process (and so in every thread it starts). After the data tests
+# (torch's DataLoader leaves its SIGCHLD handler installed) and the export tests (OpenVINO) have
+# run, the next child to exit killed pytest with a kernel-sent SIGSEGV (si_code SI_KERNEL) while it
+# waited in poll(): reproduced by `pytest tests/data tests/export tests/launch/test_components.py`,
+# cured by this mask alone (root cause not yet found). Children are reaped with waitpid, which
+# does not need the signal.
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
 
 

@@ -59,10 +59,12 @@ def assert_exactly_once(ledger: str, num_samples: int) -> None:
         assert counts == Counter(range(num_samples)), f"epoch {epoch}: {counts}"
 
 
-def torchrun(nproc: int, data: str, output: str, ledger: str, *, max_restarts: int) -> list[str]:
+def torchrun(nproc: int, data: str, output: str, ledger: str, *, max_restarts: int, job: str = "job-1") -> list[str]:
+    # Each job its own rendezvous id, as the chart (Job UID) and TorchX (app id) give it: the ledger
+    # names incarnations by run id and restart count.
     return [
         TORCHRUN, "--nnodes", "1", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", job,
         "-m", "actiontrain", "train", "--config", "cpu_smoke", "--data", data, "--output", output,
         f"train.epochs={EPOCHS}", "train.batch_size=2", "train.checkpoint_every=1", "train.eval_every=0",
         "data.num_workers=0", f"train.sample_log={ledger}",
@@ -138,7 +140,7 @@ def test_job_killed_then_resumed_with_one_process_uses_every_sample_once(run):
     assert resumed_from is not None and resumed_from < EPOCHS * 3
     # The job comes back with one process: 12 clips in steps of 2 from here on.
     result = subprocess.run(
-        torchrun(1, run["data"], run["output"], run["ledger"], max_restarts=0),
+        torchrun(1, run["data"], run["output"], run["ledger"], max_restarts=0, job="job-2"),
         env=run["env"], capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from actiontrain.cli.options import add_layout_arguments
 from actiontrain.data.layouts import FORMATS
 
 __all__ = ["add_parser"]
@@ -32,11 +33,6 @@ def _frame_range(text: str) -> tuple[int, int]:
     return bounds
 
 
-def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=FORMATS, help="dataset layout (detected when absent)")
-    parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
-
-
 def add_parser(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="inspect, convert and generate datasets")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -48,7 +44,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "Exit code 1 when a problem makes it unusable, 2 when it cannot be read at all.",
     )
     check.add_argument("url", help="dataset root: a path, s3://bucket/prefix, simplecache::s3://...")
-    _add_layout_arguments(check)
+    add_layout_arguments(check)
     check.add_argument("--deep", action="store_true", help="also decode every video and frame to the end")
     check.add_argument(
         "--max-bad-fraction",
@@ -66,7 +62,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("source", help="dataset root URL")
     convert.add_argument("destination", help="where to write it (any fsspec URL)")
-    _add_layout_arguments(convert)
+    add_layout_arguments(convert)
     convert.set_defaults(handler=_convert)
 
     synth = actions.add_parser(

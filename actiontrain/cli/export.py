@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from actiontrain.data.layouts import FORMATS
+from actiontrain.cli.options import add_layout_arguments
+from actiontrain.config import EXPORT_PRECISIONS
 
 __all__ = ["add_parsers"]
-
-_PRECISIONS = ("fp32", "fp16")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--checkpoint", required=True, help="a checkpoint folder URL, or a training --output URL")
     export.add_argument("--output", required=True, help="export folder (any fsspec URL)")
-    export.add_argument("--precision", choices=_PRECISIONS, default="fp32", help="weight precision (default fp32)")
+    export.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32", help="weight precision (default fp32)")
     export.set_defaults(handler=_export)
 
     optimize = commands.add_parser(
@@ -34,8 +33,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     optimize.add_argument("--model", required=True, help="an FP32 export (folder or URL)")
     optimize.add_argument("--data", required=True, help="the dataset the model was trained on")
     optimize.add_argument("--output", required=True, help="INT8 export folder (any fsspec URL)")
-    optimize.add_argument("--format", choices=FORMATS, help="dataset layout (detected when absent)")
-    optimize.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
+    add_layout_arguments(optimize)
     optimize.add_argument("--subset-size", type=int, default=300, help="most calibration clips (default 300)")
     optimize.add_argument("--val-subset", default="", help="subset to score (default: validation, val or test)")
     optimize.set_defaults(handler=_optimize)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from actiontrain.data.layouts import FORMATS
+from actiontrain.cli.options import add_layout_arguments
 
 __all__ = ["add_parsers"]
 
@@ -22,8 +22,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--config", default="x3d_s", help="shipped recipe (x3d_s, cpu_smoke) or a YAML path/URL")
     train.add_argument("--data", required=True, help="dataset root URL")
     train.add_argument("--output", required=True, help="where checkpoints, metrics and plots go (any fsspec URL)")
-    train.add_argument("--format", choices=FORMATS, help="dataset layout (detected when absent)")
-    train.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
+    add_layout_arguments(train)
     train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     train.set_defaults(handler=_train)
 
@@ -34,8 +33,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder URL, or a training --output URL")
     evaluate.add_argument("--data", required=True, help="dataset root URL")
     evaluate.add_argument("--subset", default="", help="subset to evaluate (default: validation, val or test)")
-    evaluate.add_argument("--format", choices=FORMATS, help="dataset layout (detected when absent)")
-    evaluate.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split of UCF101/HMDB51")
+    add_layout_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the saved data config")
     evaluate.set_defaults(handler=_eval)

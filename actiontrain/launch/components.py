@@ -126,8 +126,7 @@ def train(
 
     app_name = StructuredNameArgument.parse_from(name=name, m="actiontrain")
     role_env = {
-        **_env(env),
-        "TORCHX_TRACKING_EXPERIMENT_NAME": app_name.experiment_name,
+        **_role_env(env, app_name),
         # A fresh rendezvous store per restart round, else restarted workers may reconnect to
         # dead peers (actiontrain.distributed.SHARED_STORE_SWITCH; not imported: it pulls in torch).
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
@@ -197,7 +196,7 @@ def export(
     args += _options(precision=precision)
 
     app_name = StructuredNameArgument.parse_from(name=name, m="actiontrain-export")
-    role_env = {**_env(env), "TORCHX_TRACKING_EXPERIMENT_NAME": app_name.experiment_name}
+    role_env = _role_env(env, app_name)
     return specs.AppDef(
         name=app_name.run_name,
         roles=[
@@ -241,6 +240,11 @@ def _check_not_negative(**counts: int) -> None:
     for key, value in counts.items():
         if value < 0:
             raise ConfigError(f"--{key} must be >= 0, got {value}")
+
+
+def _role_env(env: Optional[Dict[str, str]], app_name: StructuredNameArgument) -> Dict[str, str]:
+    """``--env`` plus the experiment name TorchX's trackers read, as ``dist.ddp`` sets it."""
+    return {**_env(env), "TORCHX_TRACKING_EXPERIMENT_NAME": app_name.experiment_name}
 
 
 def _env(env: Optional[Dict[str, str]]) -> Dict[str, str]:

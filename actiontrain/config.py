@@ -9,6 +9,7 @@ from actiontrain.errors import ConfigError
 
 __all__ = [
     "DECODERS",
+    "DEVICES",
     "EXPORT_PRECISIONS",
     "X3D_MEAN",
     "X3D_STD",
@@ -23,6 +24,8 @@ __all__ = [
     "field_docs",
 ]
 
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+"""Device requests: ``auto`` takes this rank's GPU when CUDA works, else the CPU; ``cuda`` requires one."""
 Decoder = Literal["auto", "torchcodec", "pyav"]
 DECODERS: tuple[str, ...] = ("auto", "torchcodec", "pyav")
 """Video decoders: ``auto`` picks the measured fastest."""
@@ -177,10 +180,12 @@ class TrainConfig:
     """Committed checkpoints kept in OUTPUT/checkpoints."""
     eval_every: int = 1
     """Epochs between evaluations; 0 disables evaluation."""
+    device: str = "auto"
+    """Where to train: auto (this rank's GPU when CUDA works, else the CPU), cuda (fail fast without one) or cpu."""
     amp: bool = True
     """Mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler); ignored on CPU."""
     channels_last: bool = True
-    """channels-last-3d memory format on CUDA; ignored on CPU."""
+    """channels-last-3d memory format for the model and its inputs (CPU and CUDA; faster on both)."""
     export: bool = True
     """Export to OpenVINO (OUTPUT/export) at the end of training."""
     export_precision: str = "fp32"
@@ -196,6 +201,8 @@ class TrainConfig:
         for key in ("checkpoint_every", "eval_every"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.export_precision not in EXPORT_PRECISIONS:
             raise ConfigError(
                 f"train.export_precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {self.export_precision!r}"

@@ -11,16 +11,19 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from actiontrain.config import DEVICES
 from actiontrain.errors import ConfigError
 
 __all__ = [
-    "DEVICES",
     "SHARED_STORE_SWITCH",
     "DistInfo",
     "all_reduce_sum",
+    "agree_autocast_dtype",
     "autocast_dtype",
     "barrier",
     "broadcast_object",
+    "cuda_unavailable_reason",
+    "describe_device",
     "destroy_distributed",
     "init_distributed",
     "is_torchrun",
@@ -29,8 +32,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-"""Device requests: ``auto`` takes this rank's GPU when there is one, else the CPU."""
 
 _T = TypeVar("_T")
 _Number = TypeVar("_Number", torch.Tensor, float)
@@ -86,7 +87,7 @@ def init_distributed(*, device: str = "auto", timeout_s: float = 600) -> DistInf
             malformed torchrun environment.
     """
     if device not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise ConfigError(f"train.device must be one of {', '.join(DEVICES)}, got {device!r}")
     if timeout_s <= 0:
         raise ConfigError(f"timeout_s must be > 0, got {timeout_s!r}")
     rank = _env_int("RANK", 0)
@@ -222,6 +223,29 @@ def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     return torch.float16
 
 
+# Ranks agree on the weakest dtype: a code per choice, ordered so that MIN over ranks wins.
+_DTYPE_CODES: dict[torch.dtype | None, int] = {None: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def agree_autocast_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
+    """The autocast dtype every rank uses: the least capable rank's choice.
+
+    On a mixed GPU pool one rank may support bf16 and another only fp16; DDP would then average
+    scaled fp16 gradients with unscaled bf16 ones. All ranks take fp16 (with a grad scaler) if
+    any must, and no autocast if any rank has none. Identity in single-process mode.
+    """
+    if dtype not in _DTYPE_CODES:
+        raise ValueError(f"autocast dtype must be one of {list(_DTYPE_CODES)}, got {dtype!r}")
+    if not _initialized():
+        return dtype
+    code = torch.tensor([_DTYPE_CODES[dtype]], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(code, op=dist.ReduceOp.MIN)
+    agreed = next(choice for choice, value in _DTYPE_CODES.items() if value == int(code.item()))
+    if agreed != dtype:
+        logger.warning("autocast %s on this rank, %s on the weakest rank: all ranks use %s", dtype, agreed, agreed)
+    return agreed
+
+
 def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
     """Whether training in ``dtype`` needs a ``GradScaler``: only fp16, whose range underflows gradients."""
     return dtype == torch.float16
@@ -242,13 +266,40 @@ def _pick_device(request: str, local_rank: int) -> torch.device:
     if request == "cpu" or (request == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was requested but no CUDA GPU is available; use device=auto or device=cpu")
+        raise ConfigError(
+            f"train.device=cuda but CUDA is not usable here ({cuda_unavailable_reason()}); fix the GPU node "
+            "(driver, device plugin, gpusPerNode) or train on the CPU with train.device=cpu"
+        )
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise ConfigError(
             f"LOCAL_RANK {local_rank} has no GPU: this node has {count}; start at most {count} processes per node"
         )
     return torch.device("cuda", local_rank)
+
+
+def cuda_unavailable_reason() -> str:
+    """Why this process has no CUDA, in torch's own words (driver too old, no driver, no device)."""
+    if torch.version.cuda is None:
+        return f"this PyTorch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError or AssertionError by cause
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"PyTorch built for CUDA {torch.version.cuda}: {first_line}"
+    return f"PyTorch built for CUDA {torch.version.cuda} sees no GPU"
+
+
+def describe_device(device: torch.device | str) -> str:
+    """One line about where this process computes: GPU model, compute capability, memory, CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"{device} ({torch.get_num_threads()} threads, PyTorch {torch.__version__})"
+    props = torch.cuda.get_device_properties(device)
+    return (
+        f"{device} ({props.name}, compute capability {props.major}.{props.minor}, "
+        f"{props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, PyTorch {torch.__version__})"
+    )
 
 
 def _env_int(key: str, default: int) -> int:

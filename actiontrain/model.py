@@ -151,6 +151,10 @@ def build_model(
         head_dim_out=spec.head_dim_out,
         # pytorchvideo's default head ends in Softmax; cross-entropy and mixed precision want logits.
         head_activation=None,
+        # The same function as pytorchvideo's Swish (x * sigmoid(x)), as PyTorch's fused kernel:
+        # Swish's hand-written autograd Function reads the deprecated ctx.saved_variables and
+        # warns on every backward pass.
+        inner_act=nn.SiLU,
     )
 
 

@@ -23,15 +23,24 @@ from actiontrain.config import Config
 from actiontrain.data.catalog import ActionDataset, load_dataset
 from actiontrain.data.dataset import build_clip_dataset
 from actiontrain.data.loader import ClipLoader
-from actiontrain.distributed import DistInfo, autocast_dtype, barrier, init_distributed, needs_grad_scaler
+from actiontrain.distributed import (
+    DistInfo,
+    agree_autocast_dtype,
+    autocast_dtype,
+    barrier,
+    describe_device,
+    init_distributed,
+    needs_grad_scaler,
+)
 from actiontrain.errors import ConfigError, DataError
 from actiontrain.evaluate import evaluate
 from actiontrain.metrics import MetricsWriter, plot_training
 from actiontrain.model import build_model_for_config, load_pretrained
 from actiontrain.optim import build_lr_scheduler, build_optimizer, clip_gradients, epoch_position
 from actiontrain.recipe import config_to_dict
+from actiontrain.seeding import seed_step
 
-__all__ = ["Trainer", "TrainResult", "choose_val_subset"]
+__all__ = ["Trainer", "TrainResult", "choose_val_subset", "restore_grad_scaler"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +70,19 @@ def choose_val_subset(dataset: ActionDataset, requested: str) -> str | None:
     return next((name for name in _VAL_SUBSETS if name in dataset.subsets), None)
 
 
+def restore_grad_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Restores a GradScaler's state when both sides have one.
+
+    A checkpoint from a CPU or bf16 run holds ``{}`` (a disabled scaler's state), which an
+    enabled scaler refuses; resuming it on an fp16-only GPU starts the scale afresh instead. A
+    saved scale is ignored when this run needs no scaler.
+    """
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
+    elif scaler.is_enabled():
+        logger.info("the checkpoint has no grad-scaler state (saved without fp16): starting a fresh scale")
+
+
 class Trainer:
     """One training run, restartable: every (re)start resumes from the newest committed checkpoint.
 
@@ -73,8 +95,10 @@ class Trainer:
     def __init__(self, config: Config, *, data_url: str, output_url: str, format: str | None = None, split: int = 1):
         self.config = config
         self.output_url = output_url.rstrip("/")
-        self.dist: DistInfo = init_distributed()
+        self.dist: DistInfo = init_distributed(device=config.train.device)
         dist = self.dist
+        # The same initial weights on every rank (DDP also broadcasts rank 0's); dropout is
+        # seeded per step and rank (seed_step), augmentation per sample.
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
 
@@ -97,8 +121,10 @@ class Trainer:
 
         self.model = build_model_for_config(config, num_classes=len(self.classes))
         cuda = dist.device.type == "cuda"
-        self.amp_dtype = autocast_dtype(dist.device) if (cuda and config.train.amp) else None
-        self.memory_format = torch.channels_last_3d if (cuda and config.train.channels_last) else torch.contiguous_format
+        # One dtype for all ranks: a mixed GPU pool must not average scaled and unscaled gradients.
+        self.amp_dtype = agree_autocast_dtype(autocast_dtype(dist.device) if (cuda and config.train.amp) else None)
+        # channels-last-3d: 1.9x faster X3D steps on an AVX-512 CPU, and the layout cuDNN prefers.
+        self.memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
         self.model.to(dist.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(
             self.model, config.optim, world_size=dist.world_size, batch_size=config.train.batch_size
@@ -124,6 +150,7 @@ class Trainer:
         )
         self._sample_log = self._open_sample_log()
         if dist.is_main:
+            logger.info("device %s, autocast %s", describe_device(dist.device), self.amp_dtype or "off")
             logger.info(
                 "training %s on %d %s clips of %s (%d classes), world size %d, batch %d per process; output %s",
                 config.model.variant,
@@ -149,7 +176,6 @@ class Trainer:
             "grad_scaler": self.scaler.state_dict(),
             "sampler": {"epoch": self.epoch, "consumed": self.consumed, "num_samples": len(self.train_clips)},
             "train_state": {"step": self.step, "world_size": self.dist.world_size},
-            "rng": {"torch": torch.get_rng_state()},
             "config": config_to_dict(self.config),
             "classes": list(self.classes),
         }
@@ -169,8 +195,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
-        self.scaler.load_state_dict(state["grad_scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        restore_grad_scaler(self.scaler, state.get("grad_scaler") or {})
         self.epoch, self.consumed, self.step = sampler["epoch"], sampler["consumed"], step
         if self.dist.is_main:
             logger.info(
@@ -220,25 +245,30 @@ class Trainer:
             )
             started, waited, clips = time.perf_counter(), 0.0, 0
             ready = time.perf_counter()
-            join = self.ddp.join() if dist.world_size > 1 else nullcontext()
-            with join:
-                for step_in_epoch, batch in enumerate(self.loader, start=1):
-                    waited += time.perf_counter() - ready
-                    if batch["video"] is not None:
-                        loss = self._train_step(batch)
-                        clips += len(batch["video"])
-                    self.consumed = min(num_samples, self.consumed + global_batch)
-                    self.step = epoch_start_step + step_in_epoch
-                    self.scheduler.step(self._epoch_position())
+            # Every rank runs the same steps_in_epoch steps: DDP's collectives pair up only if all
+            # ranks run each step. A rank whose share ended, or whose whole batch was unreadable,
+            # runs an idle step (zero loss) instead of skipping it.
+            batches = iter(self.loader)
+            for step_in_epoch in range(1, steps_in_epoch + 1):
+                batch = next(batches, None)
+                waited += time.perf_counter() - ready
+                self.step = epoch_start_step + step_in_epoch
+                seed_step(config.train.seed, rank=dist.rank, step=self.step)
+                loss = self._train_step(batch)
+                if batch is not None and batch["video"] is not None:
+                    clips += len(batch["video"])
+                self.consumed = min(num_samples, self.consumed + global_batch)
+                self.scheduler.step(self._epoch_position())
+                if batch is not None:
                     self._record_samples(batch)
-                    self._progress.update(1)
-                    if self.step % config.train.log_every == 0 and batch["video"] is not None:
-                        self._log_step(loss, clips, started, waited)
-                    every = config.train.checkpoint_every
-                    if every and self.step % every == 0 and step_in_epoch <= full_steps and self.consumed < num_samples:
-                        self.save_checkpoint()
-                    ready = time.perf_counter()
-            self.step = epoch_start_step + steps_in_epoch  # a rank whose share ended a step early catches up
+                self._progress.update(1)
+                if self.step % config.train.log_every == 0 and loss is not None:
+                    self._log_step(loss, clips, started, waited)
+                every = config.train.checkpoint_every
+                if every and self.step % every == 0 and step_in_epoch <= full_steps and self.consumed < num_samples:
+                    self.save_checkpoint()
+                ready = time.perf_counter()
+            next(batches, None)  # lets the loader finish its epoch (bad-sample accounting, workers)
             self._progress.close()
             self.epoch += 1
             self.consumed = 0
@@ -279,24 +309,56 @@ class Trainer:
         logger.info("exported to %s (%s; %.1f s)", result.url, result.parity.describe(), time.perf_counter() - started)
         return result.url
 
-    def _train_step(self, batch: dict[str, Any]) -> torch.Tensor:
-        """One optimizer step; returns the detached loss (a tensor: no GPU sync until logged)."""
+    def _train_step(self, batch: dict[str, Any] | None) -> torch.Tensor | None:
+        """One optimizer step; returns the detached loss (a tensor: no GPU sync until logged).
+
+        Without clips (``batch`` None, or every sample unreadable) a process of a distributed
+        job runs an idle step, so DDP's gradient all-reduce still pairs up with the other ranks;
+        a single process has no one to pair with and skips the step. Returns None then.
+        """
+        if batch is None or batch["video"] is None:
+            if self.dist.world_size > 1:
+                self._idle_step()
+            return None
         device = self.dist.device
         videos = batch["video"].to(device, non_blocking=True, memory_format=self.memory_format)
         labels = batch["label"].to(device, non_blocking=True)
-        autocast = (
-            torch.autocast(device_type=device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        )
-        with autocast:
+        with self._autocast():
             logits = self.ddp(videos)
             loss = F.cross_entropy(logits.float(), labels)
+        self._optimizer_step(loss)
+        return loss.detach()
+
+    def _idle_step(self) -> None:
+        """A step that adds nothing: zero loss on one blank clip, so this rank's gradients are zero.
+
+        The model runs in eval mode for it, so BatchNorm's running statistics do not see the
+        blank clip. The other ranks' gradients are averaged with these zeros (as DDP's ``join``
+        does for uneven inputs) and every replica takes the same optimizer step.
+        """
+        data = self.config.data
+        blank = torch.zeros(1, 3, data.clip_len, data.crop_size, data.crop_size, device=self.dist.device)
+        blank = blank.contiguous(memory_format=self.memory_format)
+        self.model.eval()
+        try:
+            with self._autocast():
+                loss = self.ddp(blank).float().sum() * 0.0
+        finally:
+            self.model.train()
+        self._optimizer_step(loss)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.dist.device.type, dtype=self.amp_dtype)
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         clip_gradients(self.model, self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.detach()
 
     def _epoch_position(self) -> float:
         return epoch_position(self.epoch, consumed=self.consumed, num_samples=len(self.train_clips))
@@ -315,6 +377,8 @@ class Trainer:
             "throughput(clips/s)": round(throughput, 2),
             "time/data_wait(%)": round(100 * waited / elapsed, 1),
         }
+        if self.dist.device.type == "cuda":
+            record["memory/cuda_max_allocated(GiB)"] = round(torch.cuda.max_memory_allocated(self.dist.device) / 2**30, 3)
         self.metrics.log(record)
         if not self._progress.disable:
             self._progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", clips_s=f"{throughput:.1f}", data=f"{record['time/data_wait(%)']:.0f}%")
@@ -342,6 +406,9 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             amp_dtype=self.amp_dtype,
+            # A batch of videos holds batch x views clips (3 crops x 10 clips = 30 views each);
+            # without gradients, twice the training batch fits wherever training does.
+            max_clips_per_forward=2 * self.config.train.batch_size,
         ).to_dict()
         record = {"kind": "eval", "step": self.step, "epoch": self.epoch, "subset": self.val_subset}
         record.update({key: result[key] for key in ("top1", "top5", "num_videos", "loss") if key in result})

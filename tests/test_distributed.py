@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from actiontrain import distributed
 from actiontrain.distributed import (
+    agree_autocast_dtype,
     all_reduce_sum,
     autocast_dtype,
     barrier,
@@ -101,11 +102,15 @@ def test_restartable_job_on_torchruns_shared_store_gets_a_warning_naming_the_swi
     assert (distributed.SHARED_STORE_SWITCH in caplog.text) is warned
 
 
-def test_cuda_without_a_gpu_is_a_one_line_config_error(no_torchrun_env, no_gpu):
+def test_required_cuda_without_a_gpu_fails_fast_with_torchs_reason_in_one_line(no_torchrun_env, no_gpu):
     with pytest.raises(ConfigError) as error:
         init_distributed(device="cuda")
-    assert "no CUDA GPU is available" in str(error.value)
-    assert "\n" not in str(error.value)
+    message = str(error.value)
+    assert message.startswith("train.device=cuda but CUDA is not usable here")
+    # torch's own reason (here: no driver on this machine, or a CPU-only build) and the way out.
+    assert ("NVIDIA driver" in message) or ("CPU-only build" in message), message
+    assert "train.device=cpu" in message
+    assert "\n" not in message
 
 
 def test_auto_falls_back_to_cpu_without_a_gpu(no_torchrun_env, no_gpu):
@@ -156,6 +161,9 @@ def _rank_main(local_rank: int, world_size: int, port: int, out_dir: str) -> Non
             "sum_tensor": summed.tolist(),
             "input_untouched": tensor.tolist() == [float(info.rank + 1), 10.0],
             "broadcast": broadcast_object({"from": info.rank, "items": [1, 2]} if info.is_main else None),
+            # A mixed GPU pool: rank 0 could run bf16, rank 1 only fp16; then rank 0 has none.
+            "agreed_mixed": str(agree_autocast_dtype(torch.bfloat16 if info.rank == 0 else torch.float16)),
+            "agreed_none": str(agree_autocast_dtype(None if info.rank == 0 else torch.bfloat16)),
         }
         barrier()
     finally:
@@ -164,7 +172,7 @@ def _rank_main(local_rank: int, world_size: int, port: int, out_dir: str) -> Non
 
 
 @pytest.mark.timeout(120)
-def test_two_gloo_ranks_reduce_and_broadcast(tmp_path):
+def test_two_gloo_ranks_reduce_broadcast_and_agree_on_one_autocast_dtype(tmp_path):
     mp.spawn(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     for rank, result in enumerate(results):
@@ -175,6 +183,9 @@ def test_two_gloo_ranks_reduce_and_broadcast(tmp_path):
         assert result["sum_tensor"] == [3.0, 20.0]
         assert result["input_untouched"]
         assert result["broadcast"] == {"from": 0, "items": [1, 2]}
+        # Every rank takes the weakest rank's autocast dtype, so DDP never averages scaled fp16
+        # gradients with unscaled bf16 ones.
+        assert (result["agreed_mixed"], result["agreed_none"]) == ("torch.float16", "None")
 
 
 def test_autocast_is_bf16_where_supported_else_fp16_and_none_on_cpu(monkeypatch):

@@ -8,13 +8,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.data.synth import synthesize
 from actiontrain.distributed import destroy_distributed
 from actiontrain.recipe import load_config
-from actiontrain.trainer import Trainer
+from actiontrain.data.sampler import ResumableDistributedSampler
+from actiontrain.trainer import Trainer, restore_grad_scaler
 
 ACTIONTRAIN = os.path.join(os.path.dirname(sys.executable), "actiontrain")
 TINY = ["train.log_every=1", "data.num_workers=0", "train.batch_size=2"]
@@ -84,6 +86,35 @@ def test_a_run_that_asks_for_it_ends_with_a_verified_openvino_export(dataset, tm
     assert manifest.metrics["top1"] == result.final_eval["top1"]
 
 
+def test_resuming_a_checkpoint_saved_without_a_grad_scaler_starts_a_fresh_scale():
+    # A CPU or bf16 run saves a disabled scaler's state, {}; an fp16-only GPU (T4) resumes with
+    # an enabled scaler, which refuses {} (the CPU scaler stands in for CUDA's: same class).
+    enabled = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    restore_grad_scaler(enabled, {})
+    assert enabled.get_scale() == 1024.0
+    saved = torch.amp.GradScaler("cpu", init_scale=64.0, enabled=True).state_dict()
+    restore_grad_scaler(enabled, saved)
+    assert enabled.get_scale() == 64.0
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    restore_grad_scaler(disabled, saved)  # bf16 or CPU now: the saved scale does not apply
+    assert not disabled.is_enabled()
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(dataset, tmp_path):
+    # Dropout on, one compute thread: the masks come from (seed, rank, step), so the restart at
+    # step 3 draws what the uninterrupted run drew, without any saved RNG state.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole, _ = _run(dataset, str(tmp_path / "whole"), "train.epochs=2", "model.dropout=0.5", "train.eval_every=0")
+        _run(dataset, str(tmp_path / "split"), "train.epochs=1", "model.dropout=0.5", "train.eval_every=0")
+        resumed, _ = _run(dataset, str(tmp_path / "split"), "train.epochs=2", "model.dropout=0.5", "train.eval_every=0")
+    finally:
+        torch.set_num_threads(threads)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_other_dataset_in_the_same_output_is_refused(dataset, tmp_path):
     from actiontrain.errors import ConfigError
 
@@ -98,8 +129,8 @@ def test_other_dataset_in_the_same_output_is_refused(dataset, tmp_path):
 @pytest.mark.e2e
 def test_two_processes_under_torchrun_from_s3_to_s3(s3_bucket, s3_env):
     data, output = f"{s3_bucket}/ucf", f"{s3_bucket}/run"
-    # 9 training clips: shares of 5 and 4, so one rank runs a step more each epoch (DDP join),
-    # and checkpoints every step test that no rank waits at a barrier the other never reaches.
+    # 9 training clips: shares of 5 and 4, so one rank runs an idle last step each epoch, and
+    # checkpoints every step test that no rank waits at a barrier the other never reaches.
     synthesize(data, format="ucf101", num_classes=3, videos_per_class=5, num_frames=(12, 16))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     command = [
@@ -122,3 +153,31 @@ def test_two_processes_under_torchrun_from_s3_to_s3(s3_bucket, s3_env):
     report = json.loads(evaluated.stdout)
     assert report["num_videos"] == 6 and 0.0 <= report["top1"] <= report["top5"] <= 1.0
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_a_rank_whose_whole_batch_is_unreadable_keeps_step_with_the_other(tmp_path):
+    # Rank 1's first batch is all corrupt videos. A rank that skipped the step would reach the
+    # step-1 checkpoint barrier while rank 0 waits in DDP's gradient all-reduce: a hang.
+    data, output = str(tmp_path / "ucf"), str(tmp_path / "run")
+    synthesize(data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
+    from actiontrain.data.catalog import load_dataset
+
+    samples = load_dataset(data).samples("train")
+    config = load_config("cpu_smoke", [])
+    sampler = ResumableDistributedSampler(len(samples), rank=1, world_size=2, seed=config.data.seed)
+    sampler.set_epoch(0)
+    for index in list(sampler)[:2]:
+        with open(samples[index].url, "wb") as file:
+            file.write(b"not a video" * 100)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    command = [
+        torchrun, "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
+        "-m", "actiontrain", "train", "--config", "cpu_smoke", "--data", data, "--output", output,
+        "train.epochs=1", "train.batch_size=2", "data.num_workers=0", "train.checkpoint_every=1",
+        "train.eval_every=0", "data.max_bad_fraction=0.5",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped unreadable sample" in result.stderr
+    assert CheckpointManager(output).latest_step() == 3  # 12 clips, 2 ranks x batch 2

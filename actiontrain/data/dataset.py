@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -17,6 +16,7 @@ from actiontrain.data.transforms import build_eval_transform, build_train_transf
 from actiontrain.data.prefetch import MediaPrefetcher
 from actiontrain.data.video import open_media
 from actiontrain.errors import DataError, NotFoundError, StorageError
+from actiontrain.seeding import derive_seed
 
 __all__ = ["ClipDataset", "build_clip_dataset", "sample_seed"]
 
@@ -35,8 +35,7 @@ def build_clip_dataset(dataset: ActionDataset, *, subset: str, config: DataConfi
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The random seed of one sample in one epoch: independent of worker, rank and batch."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    return derive_seed(seed, epoch, index)
 
 
 class ClipDataset(Dataset):

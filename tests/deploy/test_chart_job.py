@@ -60,6 +60,7 @@ def test_renders_torchrun_arguments_from_the_values():
         "--config=/etc/actiontrain/recipe.yaml",
         "--data=s3://datasets/ucf101",
         "--output=s3://runs/x3d",
+        "train.device=cuda",
         "train.epochs=3",
         "optim.lr=5e-4",
     ]
@@ -78,7 +79,7 @@ def test_renders_format_split_and_values_with_dollars_verbatim():
     container = _container(values)
     argv = container_argv(container, container_environment(container, fields=_pod_fields(0)))
     assert "--data=s3://b/$(HOME)/d" in argv
-    assert argv[-3:] == ["--format=hmdb51", "--split=2", "data.decoder=$x"]
+    assert argv[-4:] == ["--format=hmdb51", "--split=2", "train.device=auto", "data.decoder=$x"]
 
 
 @pytest.mark.parametrize("backend", ["job", "pytorchjob"])
@@ -167,8 +168,32 @@ def test_renders_tmp_shm_and_cache_as_the_only_writable_mounts():
 def test_renders_gpu_requests_and_limits_when_gpus_per_node_is_set():
     resources = _container(GPU_MULTINODE)["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == 8
-    assert resources["limits"]["memory"] == "16Gi"
     assert "nvidia.com/gpu" not in str(_container(BASE)["resources"])
+
+
+def test_renders_cpu_memory_and_shm_per_training_process_when_resources_are_empty():
+    one = _container(BASE)["resources"]
+    assert one == {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}
+    eight = _container(GPU_MULTINODE)["resources"]  # one process per GPU
+    assert (eight["requests"]["cpu"], eight["requests"]["memory"], eight["limits"]["memory"]) == ("32", "128Gi", "128Gi")
+    volumes = {volume["name"]: volume for volume in pod_template(_job(GPU_MULTINODE))["spec"]["volumes"]}
+    assert volumes["shm"]["emptyDir"]["sizeLimit"] == "16Gi"
+    two = _container(GPU_MULTINODE | {"nprocPerNode": 2, "perProcess": {"cpu": 6, "memoryGiB": 20, "shmGiB": 1}})
+    assert (two["resources"]["requests"]["cpu"], two["resources"]["limits"]["memory"]) == ("12", "40Gi")
+
+
+def test_renders_explicit_resources_as_given_plus_the_gpus():
+    explicit = {"requests": {"cpu": "64", "memory": "512Gi"}, "limits": {"memory": "512Gi"}}
+    resources = _container(GPU_MULTINODE | {"resources": explicit})["resources"]
+    assert resources["requests"] == {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": 8}
+    assert resources["limits"] == {"memory": "512Gi", "nvidia.com/gpu": 8}
+
+
+@pytest.mark.parametrize(("values", "device"), [(BASE, "auto"), (GPU_MULTINODE, "cuda")])
+def test_renders_a_required_cuda_device_on_gpu_nodes(values, device):
+    env = _env(values)
+    assert env["ACTIONTRAIN_DEVICE"] == device
+    assert f"train.device={device}" in container_argv(_container(values), env)
 
 
 def test_renders_scheduling_values_into_the_pod():

@@ -110,6 +110,38 @@ Training processes per node: nprocPerNode, else one per GPU, else 1 (one gloo pr
 {{- end }}
 
 {{/*
+The container's resources: `resources` as given, else perProcess times the processes per node, so
+that an 8-GPU node is not left with one process's CPUs and memory; the GPUs added either way.
+*/}}
+{{- define "actiontrain.resources" -}}
+{{- $gpus := .Values.gpusPerNode | int }}
+{{- $resources := deepCopy (.Values.resources | default dict) }}
+{{- if not $resources }}
+{{- $nproc := include "actiontrain.nprocPerNode" . | int }}
+{{- $memory := printf "%dGi" (mul $nproc (.Values.perProcess.memoryGiB | int)) }}
+{{- $cpu := mul $nproc (.Values.perProcess.cpu | int) | toString }}
+{{- $resources = dict "requests" (dict "cpu" $cpu "memory" $memory) "limits" (dict "memory" $memory) }}
+{{- end }}
+{{- if gt $gpus 0 }}
+{{- $gpu := dict .Values.gpuResourceName $gpus }}
+{{- $_ := set $resources "requests" (merge (deepCopy $gpu) ($resources.requests | default dict)) }}
+{{- $_ := set $resources "limits" (merge (deepCopy $gpu) ($resources.limits | default dict)) }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/*
+/dev/shm's size: shm.sizeLimit, else perProcess.shmGiB per training process.
+*/}}
+{{- define "actiontrain.shmSize" -}}
+{{- if .Values.shm.sizeLimit }}
+{{- .Values.shm.sizeLimit }}
+{{- else }}
+{{- printf "%dGi" (mul (include "actiontrain.nprocPerNode" . | int) (.Values.perProcess.shmGiB | int)) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The recipe file's text: a shipped recipe (a copy of actiontrain/recipes/NAME.yaml, kept equal by
 the chart tests) or the mapping given in values.
 */}}
@@ -218,6 +250,7 @@ args and a test can run a replica's command by setting the environment alone.
 {{- if ne (.Values.split | int) 1 }}
 - --split={{ .Values.split | int }}
 {{- end }}
+- train.device=$(ACTIONTRAIN_DEVICE)
 {{- range .Values.overrides }}
 - {{ include "actiontrain.literal" . | quote }}
 {{- end }}
@@ -338,6 +371,10 @@ spec:
           value: {{ include "actiontrain.literal" $values.output | quote }}
         - name: ACTIONTRAIN_CACHE_DIR
           value: {{ $values.cache.path | quote }}
+        # cuda on GPU nodes: a pod whose driver cannot run this CUDA build fails at once instead
+        # of training on the CPU; auto elsewhere.
+        - name: ACTIONTRAIN_DEVICE
+          value: {{ ternary "cuda" "auto" (gt $gpus 0) | quote }}
         # A fresh rendezvous store for every restart round: with torchrun's shared store, restarted
         # workers may read a dead peer's address and fail (pytorch/pytorch#135712).
         - name: TORCH_DISABLE_SHARE_RDZV_TCP_STORE
@@ -378,13 +415,7 @@ spec:
           containerPort: {{ $values.rendezvous.port | int }}
           protocol: TCP
       resources:
-        {{- $resources := deepCopy ($values.resources | default dict) }}
-        {{- if gt $gpus 0 }}
-        {{- $gpu := dict $values.gpuResourceName $gpus }}
-        {{- $_ := set $resources "requests" (merge (deepCopy $gpu) ($resources.requests | default dict)) }}
-        {{- $_ := set $resources "limits" (merge (deepCopy $gpu) ($resources.limits | default dict)) }}
-        {{- end }}
-        {{- toYaml $resources | nindent 8 }}
+        {{- include "actiontrain.resources" $root | nindent 8 }}
       securityContext:
         {{- toYaml $values.securityContext | nindent 8 }}
       volumeMounts:
@@ -410,7 +441,7 @@ spec:
     - name: shm
       emptyDir:
         medium: Memory
-        sizeLimit: {{ $values.shm.sizeLimit }}
+        sizeLimit: {{ include "actiontrain.shmSize" $root }}
     # The root filesystem is read-only: torchrun's error files, matplotlib's and Python's
     # temporary files go here.
     - name: tmp

@@ -89,7 +89,7 @@ class CheckpointManager:
 
     def __init__(self, output_url: str, *, keep_last: int = 3):
         if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
-            raise ConfigError(f"checkpoint.keep_last must be an integer >= 1, got {keep_last!r}")
+            raise ConfigError(f"train.keep_last must be an integer >= 1, got {keep_last!r}")
         self.output_url = output_url
         self.root = storage.join(output_url, "checkpoints")
         self.keep_last = keep_last
@@ -188,16 +188,16 @@ class CheckpointManager:
             size, digest = int(expected["size"]), str(expected["sha256"])
             if marker["step"] != step:
                 raise ValueError(f"it names step {marker['step']}")
-        except NotFoundError:
-            raise NotFoundError(f"checkpoint step {step} is not committed: no {marker_url}") from None
+        except NotFoundError as error:
+            raise NotFoundError(f"checkpoint step {step} is not committed: no {marker_url}") from error
         except (ValueError, KeyError, TypeError) as error:
-            raise DataError(f"bad commit marker {marker_url}: {error}") from None
+            raise DataError(f"bad commit marker {marker_url}: {error}") from error
 
         state_url = storage.join(directory, STATE_FILE)
         try:
             data = storage.read_bytes(state_url)
-        except NotFoundError:
-            raise DataError(f"checkpoint step {step} is committed but {state_url} is missing") from None
+        except NotFoundError as error:
+            raise DataError(f"checkpoint step {step} is committed but {state_url} is missing") from error
         if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
             raise DataError(
                 f"checkpoint {state_url} is corrupt: {len(data)} bytes with sha256 "
@@ -212,9 +212,9 @@ class CheckpointManager:
             raise DataError(
                 f"refusing to load {state_url}: it holds objects other than tensors, numbers, strings, "
                 f"lists and dicts, and checkpoints are loaded with weights_only=True ({detail})"
-            ) from None
+            ) from error
         except Exception as error:  # noqa: BLE001 - hash-consistent yet unreadable: forged or damaged zip/pickle
-            raise DataError(f"cannot read checkpoint {state_url}: {type(error).__name__}: {error}") from None
+            raise DataError(f"cannot read checkpoint {state_url}: {type(error).__name__}: {error}") from error
         if not isinstance(state, dict):
             raise DataError(f"checkpoint {state_url} holds a {type(state).__name__}, expected a dict")
         return state

@@ -6,7 +6,6 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -17,11 +16,9 @@ from actiontrain.errors import ConfigError
 __all__ = [
     "SHARED_STORE_SWITCH",
     "DistInfo",
-    "all_reduce_sum",
     "agree_autocast_dtype",
     "autocast_dtype",
     "barrier",
-    "broadcast_object",
     "cuda_unavailable_reason",
     "describe_device",
     "destroy_distributed",
@@ -31,10 +28,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-_T = TypeVar("_T")
-_Number = TypeVar("_Number", torch.Tensor, float)
 
 
 @dataclass(frozen=True)
@@ -168,48 +161,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(value: _Number) -> _Number:
-    """Sums a tensor or a number over all ranks; identity in single-process mode.
-
-    The argument is not modified: a tensor comes back as a new tensor on its own device and
-    dtype, a number as a float.
-
-    Args:
-        value: a tensor (any shape) or a Python number.
-
-    Returns:
-        The sum over all ranks, of the same kind as ``value``.
-    """
-    if isinstance(value, torch.Tensor):
-        if not _initialized():
-            return value.clone()
-        work = value.detach().to(_comm_device(), copy=True)
-        dist.all_reduce(work, op=dist.ReduceOp.SUM)
-        return work.to(value.device)
-    if not _initialized():
-        return float(value)
-    work = torch.tensor(float(value), dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(work, op=dist.ReduceOp.SUM)
-    return float(work.item())
-
-
-def broadcast_object(obj: _T, src: int = 0) -> _T:
-    """Returns rank ``src``'s ``obj`` on every rank (pickled); identity in single-process mode.
-
-    Args:
-        obj: any picklable object; ignored on ranks other than ``src``.
-        src: the rank whose object wins.
-
-    Returns:
-        ``src``'s object (on ``src`` itself, ``obj`` unchanged).
-    """
-    if not _initialized():
-        return obj
-    box: list[Any] = [obj if dist.get_rank() == src else None]
-    dist.broadcast_object_list(box, src=src, device=_comm_device())
-    return box[0]
-
-
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     """The mixed-precision dtype for ``device``: bf16 on GPUs that support it, else fp16; None on CPU.
 
@@ -308,5 +259,5 @@ def _env_int(key: str, default: int) -> int:
         return default
     try:
         return int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {key} must be an integer, got {raw!r}") from None
+    except ValueError as error:
+        raise ConfigError(f"environment variable {key} must be an integer, got {raw!r}") from error

@@ -86,10 +86,10 @@ class EmbeddedS3:
     def start(self) -> EmbeddedS3:
         try:
             from moto.server import ThreadedMotoServer
-        except ImportError:
+        except ImportError as error:
             raise ConfigError(
                 "the embedded S3 server needs moto: pip install 'actiontrain[demo]' (or 'moto[server]')"
-            ) from None
+            ) from error
         if self.separate_process:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],

@@ -16,7 +16,7 @@ import torch
 from actiontrain import storage
 from actiontrain.errors import NotFoundError, StorageError
 
-__all__ = ["METRICS_FILENAME", "MetricsWriter", "plot_training", "to_jsonable", "topk_correct"]
+__all__ = ["METRICS_FILENAME", "MetricsWriter", "plot_training", "to_jsonable"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,35 +26,6 @@ METRICS_FILENAME = "metrics.jsonl"
 _MAX_LABELLED_CLASSES = 50
 # Cells get their value written in them while the text still fits.
 _MAX_ANNOTATED_CLASSES = 12
-
-
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, int]:
-    """How many rows have their label among the ``k`` highest scores, for each ``k``.
-
-    Args:
-        logits: ``(N, K)`` scores (logits or probabilities: only their order matters).
-        labels: ``(N,)`` class indices.
-        ks: The ``k`` values; each is clipped to ``K`` (top-5 of 3 classes is top-3).
-
-    Returns:
-        ``{k: count}`` for every ``k`` in ``ks``.
-
-    Raises:
-        ValueError: the shapes do not match or a ``k`` is not positive.
-    """
-    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
-        raise ValueError(f"expected logits (N, K) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    if any(k < 1 for k in ks):
-        raise ValueError(f"every k must be >= 1, got {tuple(ks)}")
-    num_classes = logits.shape[1]
-    if not ks or num_classes == 0:
-        return {k: 0 for k in ks}
-    largest = min(max(ks), num_classes)
-    top = logits.detach().topk(largest, dim=1).indices
-    hits = top == labels.to(top.device).view(-1, 1)
-    # Cumulative over columns: row r is a top-k hit iff any of its first k columns is.
-    cumulative = hits.cumsum(dim=1).clamp_(max=1).sum(dim=0)
-    return {k: int(cumulative[min(k, num_classes) - 1]) for k in ks}
 
 
 def to_jsonable(value: Any) -> Any:

@@ -161,8 +161,8 @@ def build_model(
 def _lookup(variant: str) -> X3DVariant:
     try:
         return X3D_VARIANTS[variant]
-    except (KeyError, TypeError):
-        raise ConfigError(f"model.variant must be one of {', '.join(X3D_VARIANTS)}, got {variant!r}") from None
+    except (KeyError, TypeError) as error:
+        raise ConfigError(f"model.variant must be one of {', '.join(X3D_VARIANTS)}, got {variant!r}") from error
 
 
 def build_model_for_config(config: Config, *, num_classes: int) -> nn.Module:
@@ -251,11 +251,11 @@ def _load_weights_only(url: str) -> object:
         # The weights-only unpickler names the GLOBAL (class or function) it refused to import;
         # other unpickling errors mean bytes that are not a pickle at all.
         if "GLOBAL" in str(error):
-            raise DataError(f"{url} is not a weights-only checkpoint: refusing to unpickle code") from None
-        raise DataError(f"{url} is not a PyTorch checkpoint (cannot unpickle it)") from None
+            raise DataError(f"{url} is not a weights-only checkpoint: refusing to unpickle code") from error
+        raise DataError(f"{url} is not a PyTorch checkpoint (cannot unpickle it)") from error
     except (RuntimeError, EOFError, ValueError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"{url} is not a PyTorch checkpoint: {reason}") from None
+        raise DataError(f"{url} is not a PyTorch checkpoint: {reason}") from error
 
 
 def _extract_state_dict(checkpoint: object, url: str) -> dict[str, torch.Tensor]:

@@ -85,7 +85,7 @@ def _read_recipe(recipe: str) -> dict[str, Any]:
     except yaml.YAMLError as error:
         line = getattr(getattr(error, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError(f"recipe {recipe} is not valid YAML{where}") from None
+        raise ConfigError(f"recipe {recipe} is not valid YAML{where}") from error
     if not isinstance(values, dict):
         raise ConfigError(f"recipe {recipe} must be a mapping of sections ({', '.join(_sections())})")
     return values

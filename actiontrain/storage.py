@@ -138,9 +138,9 @@ def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise StorageError(
             f"unsupported URL {url!r}: {error}; use a local path, file://, s3://, memory:// "
             "or a chain such as simplecache::s3://bucket/key"
-        ) from None
+        ) from error
     except ImportError as error:
-        raise StorageError(f"cannot open {url!r}: {error}") from None
+        raise StorageError(f"cannot open {url!r}: {error}") from error
 
 
 def is_local(url: str) -> bool:
@@ -246,8 +246,8 @@ def storage_errors(url: str) -> Iterator[None]:
         if _is_storage_failure(error):
             message = _describe(error, url)
             if message.startswith("not found: "):
-                raise NotFoundError(message) from None
-            raise StorageError(message) from None
+                raise NotFoundError(message) from error
+            raise StorageError(message) from error
         raise
 
 
@@ -376,8 +376,8 @@ def read_text(url: str, encoding: str = "utf-8") -> str:
     data = read_bytes(url)
     try:
         return data.decode(encoding)
-    except UnicodeDecodeError:
-        raise StorageError(f"{url} is not a {encoding} text file") from None
+    except UnicodeDecodeError as error:
+        raise StorageError(f"{url} is not a {encoding} text file") from error
 
 
 @contextlib.contextmanager

@@ -438,7 +438,6 @@ class Trainer:
         # Anything earlier incarnations logged after this step was redone from the checkpoint.
         file.write(f"resume {self.step} {time.time():.6f} {incarnation}\n")
         file.flush()
-        self._pending_samples: list[str] = []
         return file
 
     def _record_samples(self, batch: dict[str, Any]) -> None:

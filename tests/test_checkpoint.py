@@ -323,7 +323,7 @@ def test_resaving_a_step_replaces_it(tmp_path):
 
 
 def test_bad_arguments_name_the_value(tmp_path):
-    with pytest.raises(ConfigError, match="checkpoint.keep_last must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match="train.keep_last must be an integer >= 1, got 0"):
         CheckpointManager(str(tmp_path), keep_last=0)
     with pytest.raises(ConfigError, match="step must be an integer >= 0, got -1"):
         CheckpointManager(str(tmp_path)).save(-1, {})

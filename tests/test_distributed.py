@@ -14,10 +14,8 @@ import torch.multiprocessing as mp
 from actiontrain import distributed
 from actiontrain.distributed import (
     agree_autocast_dtype,
-    all_reduce_sum,
     autocast_dtype,
     barrier,
-    broadcast_object,
     destroy_distributed,
     init_distributed,
     is_torchrun,
@@ -55,11 +53,7 @@ def test_single_process_without_torchrun_has_no_process_group(no_torchrun_env, n
 
 
 def test_collectives_are_identities_in_single_process_mode(no_torchrun_env):
-    tensor = torch.tensor([1.0, 2.0])
-    summed = all_reduce_sum(tensor)
-    assert torch.equal(summed, tensor) and summed is not tensor
-    assert all_reduce_sum(3) == 3.0
-    assert broadcast_object({"a": 1}) == {"a": 1}
+    assert agree_autocast_dtype(torch.bfloat16) is torch.bfloat16
     barrier()
     destroy_distributed()  # safe without a group
 
@@ -72,7 +66,7 @@ def test_one_torchrun_process_gets_a_gloo_group_and_init_is_idempotent(monkeypat
         info = init_distributed(timeout_s=30)
         assert (info.rank, info.world_size, info.backend) == (0, 1, "gloo")
         assert init_distributed(timeout_s=30) == info
-        assert all_reduce_sum(2.5) == 2.5
+        assert agree_autocast_dtype(torch.float16) is torch.float16
     finally:
         destroy_distributed()
     assert not torch.distributed.is_initialized()
@@ -149,18 +143,12 @@ def _rank_main(local_rank: int, world_size: int, port: int, out_dir: str) -> Non
     )
     info = init_distributed(device="cpu", timeout_s=60)
     try:
-        tensor = torch.tensor([float(info.rank + 1), 10.0])
-        summed = all_reduce_sum(tensor)
         result = {
             "rank": info.rank,
             "world_size": info.world_size,
             "backend": info.backend,
             "is_main": info.is_main,
             "torchrun": is_torchrun(),
-            "sum_float": all_reduce_sum(float(info.rank)),
-            "sum_tensor": summed.tolist(),
-            "input_untouched": tensor.tolist() == [float(info.rank + 1), 10.0],
-            "broadcast": broadcast_object({"from": info.rank, "items": [1, 2]} if info.is_main else None),
             # A mixed GPU pool: rank 0 could run bf16, rank 1 only fp16; then rank 0 has none.
             "agreed_mixed": str(agree_autocast_dtype(torch.bfloat16 if info.rank == 0 else torch.float16)),
             "agreed_none": str(agree_autocast_dtype(None if info.rank == 0 else torch.bfloat16)),
@@ -172,17 +160,13 @@ def _rank_main(local_rank: int, world_size: int, port: int, out_dir: str) -> Non
 
 
 @pytest.mark.timeout(120)
-def test_two_gloo_ranks_reduce_broadcast_and_agree_on_one_autocast_dtype(tmp_path):
+def test_two_gloo_ranks_form_a_group_and_agree_on_one_autocast_dtype(tmp_path):
     mp.spawn(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     for rank, result in enumerate(results):
         assert result["rank"] == rank
         assert (result["world_size"], result["backend"], result["torchrun"]) == (2, "gloo", True)
         assert result["is_main"] == (rank == 0)
-        assert result["sum_float"] == 1.0
-        assert result["sum_tensor"] == [3.0, 20.0]
-        assert result["input_untouched"]
-        assert result["broadcast"] == {"from": 0, "items": [1, 2]}
         # Every rank takes the weakest rank's autocast dtype, so DDP never averages scaled fp16
         # gradients with unscaled bf16 ones.
         assert (result["agreed_mixed"], result["agreed_none"]) == ("torch.float16", "None")

@@ -16,7 +16,7 @@ import torch
 
 from actiontrain import metrics, storage
 from actiontrain.errors import StorageError
-from actiontrain.metrics import METRICS_FILENAME, MetricsWriter, plot_training, to_jsonable, topk_correct
+from actiontrain.metrics import METRICS_FILENAME, MetricsWriter, plot_training, to_jsonable
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,33 +30,6 @@ def output_url(request, tmp_path: Path) -> str:
     if request.param == "local":
         return str(tmp_path / "run")
     return f"memory://metrics-test-{uuid.uuid4().hex}/run"
-
-
-# -- topk_correct --------------------------------------------------------------------------------
-
-
-def test_topk_correct_counts_hits_per_k():
-    logits = torch.tensor(
-        [
-            [9.0, 8, 7, 6, 5, 4],  # label 0: top-1
-            [9.0, 8, 7, 6, 5, 4],  # label 2: top-3
-            [9.0, 8, 7, 6, 5, 4],  # label 4: top-5
-            [9.0, 8, 7, 6, 5, 4],  # label 5: top-6 only
-        ]
-    )
-    labels = torch.tensor([0, 2, 4, 5])
-    assert topk_correct(logits, labels) == {1: 1, 5: 3}
-    assert topk_correct(logits, labels, ks=(1, 2, 3, 6)) == {1: 1, 2: 1, 3: 2, 6: 4}
-
-
-def test_topk_correct_clips_k_to_the_number_of_classes():
-    logits = torch.tensor([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])
-    assert topk_correct(logits, torch.tensor([2, 2])) == {1: 0, 5: 2}
-
-
-def test_topk_correct_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="logits"):
-        topk_correct(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
 
 
 # -- to_jsonable ---------------------------------------------------------------------------------

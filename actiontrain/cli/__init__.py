@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from actiontrain import __version__
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Elastic X3D action-classification training from object storage.",
     )
     parser.add_argument("--version", action="version", version=f"actiontrain {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and the causes of an error (tracebacks)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_commands.add_parser(commands)
     train_commands.add_parsers(commands)
@@ -53,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ActionTrainError as error:
+        if args.verbose:
+            # What the library underneath said (botocore, Datumaro, OpenVINO...), cause first.
+            print(redact("".join(traceback.format_exception(error))).rstrip(), file=sys.stderr)
         print(f"actiontrain: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

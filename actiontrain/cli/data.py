@@ -6,28 +6,18 @@ import argparse
 import json
 import sys
 
-from actiontrain.cli.options import add_layout_arguments
+from actiontrain.cli.options import add_layout_arguments, positive_int
 from actiontrain.data.layouts import FORMATS
 
 __all__ = ["add_parser"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _frame_range(text: str) -> tuple[int, int]:
     low, _, high = text.partition(":")
     try:
         bounds = (int(low), int(high or low))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN:MAX frame counts such as 40:64, got {text!r}") from None
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX frame counts such as 40:64, got {text!r}") from error
     if not 1 <= bounds[0] <= bounds[1]:
         raise argparse.ArgumentTypeError(f"expected 1 <= MIN <= MAX, got {text!r}")
     return bounds
@@ -73,8 +63,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("destination", help="where to write it (any fsspec URL)")
     synth.add_argument("--format", required=True, choices=FORMATS, help="layout to write")
-    synth.add_argument("--classes", type=_positive_int, default=4, help="number of classes, 1-8 (default 4)")
-    synth.add_argument("--videos-per-class", type=_positive_int, default=6, help="videos per class (default 6)")
+    synth.add_argument("--classes", type=positive_int, default=4, help="number of classes, 1-8 (default 4)")
+    synth.add_argument("--videos-per-class", type=positive_int, default=6, help="videos per class (default 6)")
     synth.add_argument("--frames", type=_frame_range, default=(40, 64), help="frames per video, MIN:MAX (default 40:64)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(handler=_synth)

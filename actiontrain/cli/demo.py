@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from actiontrain.cli.options import positive_int
+
 __all__ = ["add_parser"]
 
 
@@ -16,9 +18,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "on a test video, printing where everything is and how long each stage took.",
     )
     demo.add_argument("--workdir", default="actiontrain-demo", help="local folder for the pulled model and plots")
-    demo.add_argument("--classes", type=int, default=4, help="classes in the sample dataset (default 4)")
-    demo.add_argument("--videos-per-class", type=int, default=8, help="videos per class (default 8)")
-    demo.add_argument("--nproc", type=int, default=2, help="training processes (default 2)")
+    demo.add_argument("--classes", type=positive_int, default=4, help="classes in the sample dataset (default 4)")
+    demo.add_argument("--videos-per-class", type=positive_int, default=8, help="videos per class (default 8)")
+    demo.add_argument("--nproc", type=positive_int, default=2, help="training processes (default 2)")
     demo.set_defaults(handler=_demo)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from actiontrain.cli.options import add_layout_arguments
+from actiontrain.cli.options import add_layout_arguments, positive_int
 from actiontrain.config import EXPORT_PRECISIONS
 
 __all__ = ["add_parsers"]
@@ -34,7 +34,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     optimize.add_argument("--data", required=True, help="the dataset the model was trained on")
     optimize.add_argument("--output", required=True, help="INT8 export folder (any fsspec URL)")
     add_layout_arguments(optimize)
-    optimize.add_argument("--subset-size", type=int, default=300, help="most calibration clips (default 300)")
+    optimize.add_argument("--subset-size", type=positive_int, default=300, help="most calibration clips (default 300)")
     optimize.add_argument("--val-subset", default="", help="subset to score (default: validation, val or test)")
     optimize.set_defaults(handler=_optimize)
 
@@ -57,7 +57,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--model", required=True, help="export folder or URL")
     predict.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_DIR", help="video files or frame folders (any URL)")
-    predict.add_argument("--top-k", type=int, default=5, help="classes shown per input (default 5)")
+    predict.add_argument("--top-k", type=positive_int, default=5, help="classes shown per input (default 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON list: {input, top_k: [{label, score}]} per input")
     predict.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
     predict.set_defaults(handler=_predict)

@@ -121,12 +121,12 @@ def load_dataset(url: str, *, format: str | None = None, split: int = 1) -> Acti
         items = [_with_url_media(item, source) for item in imported]
     except ActionTrainError:
         raise
-    except DatasetNotFoundError:
+    except DatasetNotFoundError as error:
         raise DataError(
             f"{source.url} is not a {format} dataset (expected {LAYOUT_HINTS[format]}); check --format"
-        ) from None
+        ) from error
     except (DatumaroError, DatasetImportError, OSError, ValueError, KeyError) as error:
-        raise _import_error(error, source.url, format) from None
+        raise _import_error(error, source.url, format) from error
     if not items and not policy.problems:
         raise DataError(f"no items found in {source.url} read as {format}; check --format and the layout")
     problems = policy.problems + [

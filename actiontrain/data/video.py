@@ -305,11 +305,11 @@ def _decode_errors(file: _TrackedFile, url: str, what: str = "") -> Iterator[Non
     except Exception as error:
         file.raise_storage_error()
         if file.size() == 0:
-            raise DataError(f"cannot decode {url}: the file is empty (0 bytes); re-download or remove it") from None
+            raise DataError(f"cannot decode {url}: the file is empty (0 bytes); re-download or remove it") from error
         raise DataError(
             f"cannot decode {what}{url}: {_short_reason(error)}; the file is corrupt, truncated or not "
             "a video: re-encode or remove it"
-        ) from None
+        ) from error
     # A read that failed mid-way looks like a short file to the decoder: never trust that result.
     file.raise_storage_error()
 
@@ -481,13 +481,13 @@ class _FrameFolderReader(MediaReader):
         url = storage.join(self.url, self._names[index])
         try:
             data = storage.read_bytes(url)
-        except StorageError:
+        except StorageError as error:
             if storage.exists(url):
                 raise
             raise DataError(
                 f"frame {url} is missing: the folder changed after it was listed; re-extract the frames "
                 "or re-index the dataset"
-            ) from None
+            ) from error
         if not data:
             raise DataError(f"cannot decode {url}: the file is empty (0 bytes); re-extract the frames")
         try:
@@ -496,4 +496,4 @@ class _FrameFolderReader(MediaReader):
             raise DataError(
                 f"cannot decode {url}: {_short_reason(error)}; the image is corrupt: re-extract the "
                 "frames or remove the sample"
-            ) from None
+            ) from error

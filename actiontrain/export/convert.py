@@ -156,7 +156,7 @@ def compile_model(
         first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise ConfigError(
             f"cannot compile the model for OpenVINO device {device!r} (available: {available}): {first}"
-        ) from None
+        ) from error
 
 
 @dataclass(frozen=True, kw_only=True)

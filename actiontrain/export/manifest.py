@@ -130,7 +130,7 @@ class Manifest:
         try:
             document = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataError(f"{url} is not a valid manifest: not JSON ({error})") from None
+            raise DataError(f"{url} is not a valid manifest: not JSON ({error})") from error
         if not isinstance(document, Mapping) or document.get("format") != _FORMAT:
             raise DataError(f"{url} is not an actiontrain export manifest (no \"format\": \"{_FORMAT}\")")
         if document.get("format_version") != _FORMAT_VERSION:
@@ -156,7 +156,7 @@ class Manifest:
                 versions=dict(document.get("versions") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise DataError(f"{url} is not a valid manifest: {type(error).__name__}: {error}") from None
+            raise DataError(f"{url} is not a valid manifest: {type(error).__name__}: {error}") from error
         missing = [name for name in MODEL_FILES if name not in files]
         if missing or manifest.precision not in PRECISIONS or not manifest.classes:
             problem = f"no checksum for {', '.join(missing)}" if missing else f"precision {manifest.precision!r}"
@@ -165,7 +165,7 @@ class Manifest:
         try:
             config = manifest.config
         except ConfigError as error:
-            raise DataError(f"{url} holds a recipe this version cannot read: {error}") from None
+            raise DataError(f"{url} holds a recipe this version cannot read: {error}") from error
         shape = (document.get("input") or {}).get("shape")
         if shape is not None and list(shape) != list(input_shape(config)):
             raise DataError(f"{url} is inconsistent: input shape {shape} but its recipe gives {list(input_shape(config))}")

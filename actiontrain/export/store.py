@@ -72,11 +72,11 @@ def _manifest_bytes(url: str) -> bytes:
     manifest_url = storage.join(url, MANIFEST_FILE)
     try:
         return storage.read_bytes(manifest_url)
-    except NotFoundError:
+    except NotFoundError as error:
         raise NotFoundError(
             f"no export at {url}: {manifest_url} does not exist (not an export, or one still being written: "
             "the manifest is written last); pass the folder that `actiontrain export` wrote"
-        ) from None
+        ) from error
 
 
 def read_manifest(url: str) -> Manifest:
@@ -128,14 +128,14 @@ def _pull(url: str, directory: Path, manifest_bytes: bytes) -> Manifest:
         for name in MODEL_FILES:
             try:
                 storage.copy(storage.join(url, name), str(staging / name))
-            except NotFoundError:
+            except NotFoundError as error:
                 raise DataError(
                     f"export {url} is incomplete: its manifest names {name}, which is missing; export it again"
-                ) from None
+                ) from error
         try:
             verify_files(staging, manifest, where=url)
         except DataError as error:
-            raise DataError(f"{error} (or it changed while being pulled: retry)") from None
+            raise DataError(f"{error} (or it changed while being pulled: retry)") from error
         with storage.storage_errors(str(directory)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(directory / MANIFEST_FILE)

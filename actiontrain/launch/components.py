@@ -7,13 +7,11 @@
 # an AppDef is listed as a component, so helpers return something else.
 
 import logging
-import shlex
 from typing import Dict, List, Optional, Tuple
 
 from torchx import specs
 from torchx.components import dist
 from torchx.components.structured_arg import StructuredNameArgument
-from torchx.specs import macros
 
 from actiontrain import __version__
 from actiontrain.errors import ConfigError
@@ -53,6 +51,10 @@ def train(
     """
     Elastic X3D training: actiontrain train under torchrun on every node, c10d rendezvous.
 
+    This is TorchX's dist.ddp role, named train, with three changes: torchrun restarts crashed
+    workers (--max_restarts), receives the pod's SIGTERM itself, and gives every restart round a
+    fresh rendezvous store.
+
     Every (re)start resumes from the newest committed checkpoint under --output, so a job that
     loses a node, is preempted or is resubmitted continues where it stopped, also with another
     number of nodes. Recipe overrides come last, after all options:
@@ -79,14 +81,15 @@ def train(
         gpu: GPUs per node; at least the processes per node in -j (0 trains on CPU with gloo)
         memMB: memory per node in MB
         j: [{min_nnodes}:]{max_nnodes}x{nproc_per_node}, e.g. 1x1, 2x8, or 1:4x8 for elastic 1 to 4 nodes
-        env: extra environment variables as KEY=VALUE,KEY2=VALUE2 (nothing from your shell is copied)
+        env: extra environment variables as KEY=VALUE,KEY2=VALUE2; from your shell only LOGLEVEL is copied
+            (torchrun's log level, WARNING if unset), as dist.ddp does
         max_restarts: torchrun restarts of the workers in place (crashed worker, lost peer node) before the job fails
         max_retries: scheduler retries of the whole job (new pods) once torchrun gives up
         rdzv_port: port on the first node for the c10d rendezvous store (multi-node only; one node picks a free port)
         rdzv_backend: torchrun rendezvous backend (c10d; static needs every node from the start)
         mounts: volumes as type=<bind|volume>,src=...,dst=...[,readonly]; see the scheduler's documentation
     """
-    min_nnodes, max_nnodes, nproc_per_node, nnodes = _parse_j(j)
+    _, _, nproc_per_node, nnodes = _parse_j(j)
     resource = _resource(cpu=cpu, gpu=gpu, memMB=memMB, h=h)
     if resource.gpu > 0 and nproc_per_node > resource.gpu:
         raise ConfigError(
@@ -100,56 +103,48 @@ def train(
                 f"recipe override {override!r} is not key=value (e.g. train.epochs=3); overrides come after all options"
             )
 
-    if max_nnodes == 1:
-        # All workers share one agent: port 0 lets torchrun pick a free port.
-        rdzv_endpoint = _Unquoted("localhost:0")
-    else:
-        # The scheduler names rank 0's host in an environment variable that bash expands in the
-        # pod ($$ escapes the macro template); rank 0 itself may not have it set.
-        rdzv_endpoint = _Unquoted(f"$${{{macros.rank0_env}:=localhost}}:{rdzv_port}")
-    torchrun = [
-        "python", "-m", "torch.distributed.run",
-        "--rdzv_backend", rdzv_backend,
-        "--rdzv_endpoint", rdzv_endpoint,
-        "--rdzv_id", macros.app_id,
-        "--nnodes", nnodes,
-        "--nproc_per_node", str(nproc_per_node),
-        "--max_restarts", str(max_restarts),
-        # Worker output reaches the pod log prefixed by its local rank, and torchrun's log files.
-        "--tee", "3",
-    ]  # fmt: skip
-    if rdzv_backend == "static":
-        torchrun += ["--node_rank", macros.replica_id]
-    command = [*torchrun, "-m", "actiontrain", "train", "--data", data, "--output", output]
-    command += _options(config=config, format=format, split=split)
-    command += overrides
-
     app_name = StructuredNameArgument.parse_from(name=name, m="actiontrain")
     role_env = {
-        **_role_env(env, app_name),
+        **_env(env),
+        **_tracking_env(app_name),
         # A fresh rendezvous store per restart round, else restarted workers may reconnect to
         # dead peers (actiontrain.distributed.SHARED_STORE_SWITCH; not imported: it pulls in torch).
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
     }
-    return specs.AppDef(
-        name=app_name.run_name,
-        roles=[
-            specs.Role(
-                name="train",
-                image=image,
-                # exec: the pod's SIGTERM reaches torchrun, which stops the workers cleanly.
-                entrypoint="bash",
-                args=["-c", "exec " + _shell_join(command)],
-                min_replicas=min_nnodes,
-                num_replicas=max_nnodes,
-                resource=resource,
-                env=role_env,
-                port_map={"c10d": rdzv_port},
-                max_retries=max_retries,
-                mounts=specs.parse_mounts(mounts) if mounts else [],
-            )
-        ],
+    # TorchX's own role: torchrun with the rendezvous endpoint at rank 0's host (localhost:0 on one
+    # node), --rdzv_id from the job, replicas and port from -j and --rdzv_port, LOGLEVEL.
+    # tests/launch/test_components.py compares the two AppDefs and explains every difference.
+    command = ["train", "--data", data, "--output", output]
+    command += _options(config=config, format=format, split=split)
+    command += overrides
+    app = dist.ddp(
+        *command,
+        m="actiontrain",
+        image=image,
+        name=name,
+        h=h,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        j=j,
+        env=role_env,
+        max_retries=max_retries,
+        rdzv_port=rdzv_port,
+        rdzv_backend=rdzv_backend,
+        mounts=mounts,
+        # Worker output reaches the pod log prefixed by its local rank, and torchrun's log files.
+        tee=3,
     )
+    (role,) = app.roles
+    # dist.ddp names the role after the module (actiontrain); Volcano names the pods and the
+    # rank 0 host variable (VC_TRAIN_0_HOSTS) after the role, and `torchx log` addresses it.
+    role.name = "train"
+    # exec: the pod's SIGTERM reaches torchrun, which stops the workers cleanly. dist.ddp leaves
+    # torchrun's --max_restarts at its default, 0: one crashed worker would end the job.
+    launcher, _, torchrun_args = role.args[1].partition(" ")
+    assert role.args[0] == "-c" and launcher == "torchrun", f"dist.ddp's command has changed: {role.args}"
+    role.args = ["-c", f"exec torchrun --max_restarts {max_restarts} {torchrun_args}"]
+    return app
 
 
 def export(
@@ -196,7 +191,7 @@ def export(
     args += _options(precision=precision)
 
     app_name = StructuredNameArgument.parse_from(name=name, m="actiontrain-export")
-    role_env = _role_env(env, app_name)
+    role_env = {**_env(env), **_tracking_env(app_name)}
     return specs.AppDef(
         name=app_name.run_name,
         roles=[
@@ -242,13 +237,16 @@ def _check_not_negative(**counts: int) -> None:
             raise ConfigError(f"--{key} must be >= 0, got {value}")
 
 
-def _role_env(env: Optional[Dict[str, str]], app_name: StructuredNameArgument) -> Dict[str, str]:
-    """``--env`` plus the experiment name TorchX's trackers read, as ``dist.ddp`` sets it."""
-    return {**_env(env), "TORCHX_TRACKING_EXPERIMENT_NAME": app_name.experiment_name}
+def _tracking_env(app_name: StructuredNameArgument) -> Dict[str, str]:
+    """The names TorchX's trackers read: ``dist.ddp`` sets the experiment's, newer TorchX also the run's."""
+    return {
+        "TORCHX_TRACKING_EXPERIMENT_NAME": app_name.experiment_name,
+        "TORCHX_TRACKING_RUN_NAME": app_name.run_name,
+    }
 
 
 def _env(env: Optional[Dict[str, str]]) -> Dict[str, str]:
-    """A copy of ``--env``: the caller's dict is never changed, and the launching shell adds nothing."""
+    """A copy of ``--env``: the caller's dict is never changed (``dist.ddp`` of TorchX 0.7 adds to the one it gets)."""
     env = dict(env or {})
     secrets = [key for key in _SECRET_ENV if key in env]
     if secrets:
@@ -264,10 +262,3 @@ def _options(**options: Optional[object]) -> List[str]:
     """``--key value`` for each option that is set; unset ones keep the command's own default."""
     return [part for key, value in options.items() if value is not None for part in (f"--{key}", str(value))]
 
-
-class _Unquoted(str):
-    """A word that bash must expand (the rendezvous endpoint's ``${VAR:=default}``)."""
-
-
-def _shell_join(args: List[str]) -> str:
-    return " ".join(arg if isinstance(arg, _Unquoted) else shlex.quote(arg) for arg in args)

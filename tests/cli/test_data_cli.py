@@ -126,3 +126,22 @@ def test_wrong_credentials_are_one_line_without_the_secret(authenticating_s3):
     result = run("data", "check", "s3://bucket-z/ucf", env=env)
     assert_one_line_error(result, "AWS_ACCESS_KEY_ID")
     assert "wrong-secret-value-123" not in result.stderr + result.stdout
+
+
+@pytest.mark.e2e
+def test_verbose_errors_show_their_causes_and_still_no_credentials(authenticating_s3):
+    env = {
+        "AWS_ENDPOINT_URL": authenticating_s3,
+        "AWS_ACCESS_KEY_ID": "AKIAWRONGKEYVERBOSE1",
+        "AWS_SECRET_ACCESS_KEY": "wrong-secret-value-456",
+        "AWS_REGION": "us-east-1",
+    }
+    quiet = run("data", "check", "s3://bucket-z/ucf", env=env)
+    verbose = run("-v", "data", "check", "s3://bucket-z/ucf", env=env)
+    assert quiet.returncode == verbose.returncode == 2
+    # The same one line ends both; -v puts the chain of causes above it, botocore's error first.
+    assert verbose.stderr.strip().splitlines()[-1] == quiet.stderr.strip().splitlines()[-1]
+    assert "The above exception was the direct cause of the following exception" in verbose.stderr
+    assert "botocore" in verbose.stderr or "ClientError" in verbose.stderr, verbose.stderr[-2000:]
+    for secret in ("wrong-secret-value-456", "AKIAWRONGKEYVERBOSE1"):
+        assert secret not in verbose.stderr + verbose.stdout

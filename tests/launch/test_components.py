@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import inspect
 import json
 import os
 import shlex
@@ -10,6 +13,8 @@ import sys
 
 import pytest
 import yaml
+from torchx import IMAGE as TORCHX_IMAGE
+from torchx.components import dist
 from torchx.specs import AppDef, Role, macros
 from torchx.specs.file_linter import validate
 from torchx.specs.finder import get_components
@@ -17,6 +22,7 @@ from torchx.specs.finder import get_components
 from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.data.synth import synthesize
+from actiontrain.distributed import SHARED_STORE_SWITCH
 from actiontrain.errors import ConfigError
 from actiontrain.export.store import pull
 from actiontrain.launch import components
@@ -40,11 +46,11 @@ def split_exec(line: str) -> list[str]:
 
 
 def torchrun_and_train_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """``python -m torch.distributed.run OPTIONS -m actiontrain train ARGS`` as (OPTIONS, ARGS)."""
-    assert argv[:3] == ["python", "-m", "torch.distributed.run"]
-    end = argv.index("-m", 3)
+    """``torchrun OPTIONS -m actiontrain train ARGS`` as (OPTIONS, ARGS)."""
+    assert argv[0] == "torchrun"
+    end = argv.index("-m", 1)
     assert argv[end : end + 3] == ["-m", "actiontrain", "train"]
-    options = argv[3:end]
+    options = argv[1:end]
     return dict(zip(options[::2], options[1::2], strict=True)), argv[end + 3 :]
 
 
@@ -73,6 +79,7 @@ def test_train_runs_actiontrain_under_torchrun_with_c10d_on_one_node():
         "--nproc_per_node": "2",
         "--max_restarts": "3",
         "--tee": "3",
+        "--role": "",  # dist.ddp's: torchrun's worker role name, not used by actiontrain
     }
     assert args == [
         "--data", "s3://b/ucf", "--output", "s3://b/run", "--config", "cpu_smoke", "--format", "ucf101",
@@ -151,12 +158,10 @@ def test_env_has_only_what_env_passes_never_the_launching_shells_credentials(mon
     role = only_role(train(data="d", output="o", env=asked))
     assert {key: value for key, value in role.env.items() if key.startswith("AWS_")} == asked
     assert asked == {"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_REGION": "eu-west-1"}  # not changed
-    assert only_role(export(checkpoint="c")).env.keys() == {"TORCHX_TRACKING_EXPERIMENT_NAME"}
+    assert only_role(export(checkpoint="c")).env.keys() == {"TORCHX_TRACKING_EXPERIMENT_NAME", "TORCHX_TRACKING_RUN_NAME"}
 
 
 def test_torchrun_gets_a_fresh_rendezvous_store_per_restart():
-    from actiontrain.distributed import SHARED_STORE_SWITCH
-
     assert only_role(train(data="d", output="o")).env[SHARED_STORE_SWITCH] == "1"
 
 
@@ -177,6 +182,36 @@ def test_scheduler_retries_and_mounts_pass_through():
 def test_name_sets_the_run_and_experiment_as_in_dist_ddp():
     app = train(data="d", output="o", name="ucf/lr-sweep-3")
     assert app.name == "lr-sweep-3" and only_role(app).env["TORCHX_TRACKING_EXPERIMENT_NAME"] == "ucf"
+
+
+@pytest.mark.parametrize(
+    ("name", "experiment", "run"),
+    [
+        ("/", "default-experiment", None),  # None: the component's own name
+        ("ucf/lr-sweep-3", "ucf", "lr-sweep-3"),
+        ("ucf/", "ucf", None),
+        ("/lr-sweep-3", "default-experiment", "lr-sweep-3"),
+        ("lr-sweep-3", "default-experiment", "lr-sweep-3"),
+    ],
+)
+def test_both_components_name_the_experiment_and_the_run_for_torchx_trackers(name, experiment, run):
+    for app, default_run in (
+        (train(data="d", output="o", name=name), "actiontrain"),
+        (export(checkpoint="c", name=name), "actiontrain-export"),
+    ):
+        env = only_role(app).env
+        assert app.name == env["TORCHX_TRACKING_RUN_NAME"] == (run or default_run)
+        assert env["TORCHX_TRACKING_EXPERIMENT_NAME"] == experiment
+
+
+def test_loglevel_is_warning_or_the_launching_shells_as_in_dist_ddp_and_env_wins(monkeypatch):
+    monkeypatch.delenv("LOGLEVEL", raising=False)
+    assert only_role(train(data="d", output="o")).env["LOGLEVEL"] == "WARNING"
+    monkeypatch.setenv("LOGLEVEL", "INFO")
+    assert only_role(train(data="d", output="o")).env["LOGLEVEL"] == "INFO"
+    assert only_role(train(data="d", output="o", env={"LOGLEVEL": "DEBUG"})).env["LOGLEVEL"] == "DEBUG"
+    # LOGLEVEL is torchrun's (torch.distributed.elastic's loggers); export runs no torchrun.
+    assert "LOGLEVEL" not in only_role(export(checkpoint="c")).env
 
 
 def test_export_is_one_process_writing_next_to_the_checkpoints():
@@ -200,6 +235,66 @@ def test_components_pass_torchx_linter_and_are_registered():
 def test_torchx_builtins_stay_listed_beside_ours():
     # Registering [torchx.components] replaces TorchX's builtins unless they are registered too.
     assert {"dist.ddp", "utils.echo", "actiontrain.train"} <= set(get_components())
+
+
+# --- the same role as TorchX's dist.ddp ---------------------------------------------------------
+
+# Every option both components take, passed to both; image, cpu and memMB too, whose defaults differ.
+DDP_CASES = {
+    "one-node": dict(image=IMAGE, cpu=8, memMB=32768, j="1x2"),
+    "elastic-gpu-nodes": dict(
+        image="registry.example/actiontrain:0.1.0", name="ucf/lr-sweep-3", cpu=32, gpu=8, memMB=100_000, j="1:4x8",
+        env={"AWS_REGION": "eu-west-1", "LOGLEVEL": "INFO"}, max_retries=2, rdzv_port=29600,
+        mounts=["type=volume", "src=cache", "dst=/cache"],
+    ),
+    "static-named-resource": dict(image=IMAGE, name="run-9", h="gpu.medium", j="2x2", rdzv_backend="static"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("options", DDP_CASES.values(), ids=DDP_CASES.keys())
+def test_train_is_dist_ddps_app_with_each_difference_explained(options):
+    ours = train(
+        "train.epochs=2", data="s3://b/ucf", output="s3://b/run", config="cpu_smoke", max_restarts=5,
+        **copy.deepcopy(options),
+    )  # fmt: skip
+    ddp = dist.ddp(
+        "train", "--data", "s3://b/ucf", "--output", "s3://b/run", "--config", "cpu_smoke", "--split", "1",
+        "train.epochs=2",
+        m="actiontrain", tee=3, **copy.deepcopy(options),  # TorchX 0.7's ddp adds to the env it is given
+    )  # fmt: skip
+    assert (ours.name, ours.metadata) == (ddp.name, ddp.metadata)
+    our_role, ddp_role = only_role(ours), only_role(ddp)
+    differing = {field.name for field in dataclasses.fields(Role) if getattr(our_role, field.name) != getattr(ddp_role, field.name)}  # fmt: skip
+    assert differing == {"name", "args", "env"}  # image, replicas, resource, port_map, retries, mounts: ddp's
+    # 1. ddp names the role after the module; ours keeps "train": Volcano names the pods (...-train-0)
+    #    and rank 0's host variable (VC_TRAIN_0_HOSTS) after it, and `torchx log` addresses it.
+    assert (our_role.name, ddp_role.name) == ("train", "actiontrain")
+    # 2. The same bash -c line with exec in front, so that the pod's SIGTERM reaches torchrun, and
+    #    --max_restarts, which ddp leaves at torchrun's default 0 (the first crashed worker ends the job).
+    assert ddp_role.args[0] == "-c" and ddp_role.args[1].startswith("torchrun ")
+    assert our_role.args == ["-c", "exec torchrun --max_restarts 5 " + ddp_role.args[1].removeprefix("torchrun ")]
+    # 3. ddp's environment (the --env given, the experiment's name, LOGLEVEL) plus a fresh rendezvous
+    #    store per restart round (pytorch/pytorch#135712) and the run's name, which newer TorchX's ddp
+    #    sets too.
+    assert our_role.env == {**ddp_role.env, SHARED_STORE_SWITCH: "1", "TORCHX_TRACKING_RUN_NAME": ours.name}
+
+
+def test_train_takes_dist_ddps_options_but_the_program_and_its_fixed_launch_settings():
+    ours, ddp = inspect.signature(train).parameters, inspect.signature(dist.ddp).parameters
+    # ddp's program (script_args, script, m) is `-m actiontrain train` with the options below;
+    # tee is fixed at 3 (both streams to the pod's log and torchrun's files); debug's preset variables
+    # can be passed with --env. A TorchX upgrade that adds options (newer ddp: rdzv_conf, metadata)
+    # fails here: decide whether train passes them on.
+    assert ddp.keys() - ours.keys() == {"script_args", "script", "m", "tee", "debug"}
+    assert ours.keys() - ddp.keys() == {"overrides", "data", "output", "config", "format", "split", "max_restarts"}
+    shared = ours.keys() & ddp.keys()
+    defaults = {name: (ours[name].default, ddp[name].default) for name in shared if ours[name].default != ddp[name].default}
+    assert defaults == {
+        "image": (IMAGE, TORCHX_IMAGE),  # this project's image, not TorchX's
+        "cpu": (8, 2),  # video decoding runs in the data loader workers
+        "memMB": (32768, 1024),  # the loader workers hold decoded clips
+        "j": ("1x1", "1x2"),  # one process: fits the default --gpu 0 and any node
+    }
 
 
 # --- the torchx CLI ------------------------------------------------------------------------------
@@ -250,6 +345,9 @@ def test_kubernetes_dryrun_renders_a_volcano_job_with_image_gpus_command_and_env
         env = {item["name"]: item["value"] for item in container["env"]}
         assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["AWS_REGION"] == "us-east-1"
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & env.keys()
+        assert env[SHARED_STORE_SWITCH] == "1" and env["LOGLEVEL"] == os.environ.get("LOGLEVEL", "WARNING")
+        assert env["TORCHX_TRACKING_EXPERIMENT_NAME"] == "default-experiment"
+        assert env["TORCHX_TRACKING_RUN_NAME"] == "actiontrain"
         assert container["command"][:2] == ["bash", "-c"]
         options, args = torchrun_and_train_args(split_exec(container["command"][2]))
         host = "TORCHX_RANK0_HOST" if index == 0 else "VC_TRAIN_0_HOSTS"

@@ -47,10 +47,10 @@ def read_lines(path: str, *, shown: str | None = None) -> list[str]:
     try:
         with open(path, encoding="utf-8-sig") as file:
             return [line.rstrip() for line in file if line.strip()]
-    except FileNotFoundError:
-        raise DataError(f"annotation file missing: {shown}; is this the complete dataset?") from None
-    except UnicodeDecodeError:
-        raise DataError(f"annotation file {shown} is not UTF-8 text") from None
+    except FileNotFoundError as error:
+        raise DataError(f"annotation file missing: {shown}; is this the complete dataset?") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"annotation file {shown} is not UTF-8 text") from error
 
 
 class ActionDatasetBase(DatasetBase):

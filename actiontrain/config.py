@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -231,10 +234,6 @@ def check_positive(key: str, value: int) -> None:
 
 def field_docs(section: type) -> dict[str, str]:
     """Field name -> docstring of a config dataclass (read from its source: the help text)."""
-    import ast
-    import inspect
-    import textwrap
-
     tree = ast.parse(textwrap.dedent(inspect.getsource(section)))
     docs: dict[str, str] = {}
     body = tree.body[0].body

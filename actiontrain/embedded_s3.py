@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 
+import s3fs
+
 from actiontrain.errors import ConfigError
 
 __all__ = ["EmbeddedS3"]
@@ -85,7 +87,8 @@ class EmbeddedS3:
 
     def start(self) -> EmbeddedS3:
         try:
-            from moto.server import ThreadedMotoServer
+            # An optional dependency (the demo and test extras), so imported only when it is used.
+            from moto.server import ThreadedMotoServer  # noqa: PLC0415
         except ImportError as error:
             raise ConfigError(
                 "the embedded S3 server needs moto: pip install 'actiontrain[demo]' (or 'moto[server]')"
@@ -131,8 +134,6 @@ class EmbeddedS3:
 
     def create_bucket(self, name: str) -> str:
         """Creates bucket ``name``; returns ``s3://name``."""
-        import s3fs
-
         fs = s3fs.S3FileSystem(
             endpoint_url=self.endpoint, key=_CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
         )

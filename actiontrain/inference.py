@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,14 +10,12 @@ import torch
 from torch import nn
 
 from actiontrain.config import check_positive
-from actiontrain.data.sampling import eval_clip_indices
-from actiontrain.data.transforms import build_eval_transform
 from actiontrain.data.video import open_media
-from actiontrain.errors import DataError
+from actiontrain.data.views import EvalViews
 from actiontrain.export.convert import compile_model
 from actiontrain.export.store import LocalExport, local_export
 
-__all__ = ["Prediction", "Predictor", "predict"]
+__all__ = ["Prediction", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +36,9 @@ class Prediction:
 class Predictor:
     """An export compiled for one OpenVINO device, with the sampling and transform of its recipe.
 
-    A video is read as evaluation reads it: ``data.num_eval_clips`` clips of ``data.clip_len``
-    frames ``data.frame_interval`` apart, spread over the whole video, each resized to
-    ``data.eval_short_side`` and centre-cropped (or three crops); every view goes through the
-    model and the softmax probabilities are averaged.
+    A video is read through :class:`~actiontrain.data.views.EvalViews`, exactly as evaluation
+    reads it (``data.num_eval_clips`` clips x ``data.num_eval_crops`` crops; short videos loop);
+    every view goes through the model and the softmax probabilities are averaged.
 
     Example:
         predictor = Predictor.from_url("s3://bucket/run-1/export")
@@ -66,17 +62,10 @@ class Predictor:
         self.manifest = export.manifest
         self.classes = list(self.manifest.classes)
         self.config = self.manifest.config
-        data = self.config.data
         self.device = device
         self._compiled = compile_model(export.model_xml, device=device, inference_precision=inference_precision)
         self._request = self._compiled.create_infer_request()
-        self._transform = build_eval_transform(
-            short_side=data.eval_short_side,
-            crop_size=data.crop_size,
-            num_crops=data.num_eval_crops,
-            mean=data.mean,
-            std=data.std,
-        )
+        self._views = EvalViews(self.config.data)
 
     @classmethod
     def from_url(cls, url: str, *, device: str = "CPU", inference_precision: str | None = None) -> Predictor:
@@ -96,29 +85,14 @@ class Predictor:
         return torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, len(self.classes))
 
     def read_views(self, url: str) -> torch.Tensor:
-        """Every view of a video, ``(V, 3, T, H, W)`` normalised, as evaluation samples it.
+        """Every view of a video, ``(V, 3, T, H, W)`` normalised, exactly as evaluation reads it.
 
         Raises:
-            DataError: the video cannot be decoded, or has fewer frames than one clip.
+            DataError: the video cannot be decoded.
             StorageError: it cannot be read.
         """
-        data = self.config.data
-        with open_media(url, decoder=data.decoder) as reader:
-            # Shorter videos than a clip's span loop (as in evaluation), but fewer frames than the
-            # clip itself would show the model the same frames twice: no longer the same motion.
-            if reader.num_frames < data.clip_len:
-                raise DataError(
-                    f"{url} is too short: {reader.num_frames} frames, the model needs at least {data.clip_len} "
-                    f"(clips of {data.clip_len} frames {data.frame_interval} apart)"
-                )
-            clips = eval_clip_indices(
-                reader.num_frames,
-                clip_len=data.clip_len,
-                frame_interval=data.frame_interval,
-                num_clips=data.num_eval_clips,
-            )
-            frames = reader.get_frames([index for clip in clips for index in clip])
-        return torch.cat([self._transform(clip) for clip in frames.split(data.clip_len)])
+        with open_media(url, decoder=self.config.data.decoder) as reader:
+            return self._views.read(reader)
 
     def probabilities(self, views: torch.Tensor) -> torch.Tensor:
         """``(V, 3, T, H, W)`` views of one video -> ``(K,)`` softmax probabilities averaged over the views."""
@@ -129,7 +103,7 @@ class Predictor:
 
         Raises:
             ConfigError: ``top_k`` is not a positive integer.
-            DataError: the video cannot be decoded or is too short.
+            DataError: the video cannot be decoded.
             StorageError: it cannot be read.
         """
         check_positive("top_k", top_k)
@@ -151,31 +125,3 @@ class _LogitsModule(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self._predictor.logits(clips)
-
-
-def predict(
-    model_url: str,
-    inputs: Sequence[str],
-    *,
-    top_k: int = 5,
-    device: str = "CPU",
-) -> list[Prediction]:
-    """``actiontrain predict``: classify each video file or frame folder with the export at ``model_url``.
-
-    Args:
-        model_url: An export folder: local, or any URL (pulled to the cache, checksums verified).
-        inputs: Video files or frame folders, local or remote.
-        top_k: Classes to report per input.
-        device: OpenVINO device.
-
-    Returns:
-        One prediction per input, in order.
-
-    Raises:
-        NotFoundError: no export at ``model_url``, or an input does not exist.
-        DataError: the export is corrupt, or an input cannot be decoded or is too short.
-        ConfigError: a bad ``top_k`` or device.
-    """
-    check_positive("top_k", top_k)
-    predictor = Predictor.from_url(model_url, device=device)
-    return [predictor.predict(url, top_k=top_k) for url in inputs]

@@ -264,9 +264,7 @@ def _plot_lr(axes: Any, train: list[Mapping[str, Any]]) -> None:
     axes.grid(alpha=0.3)
 
 
-def _plot_accuracy(axes: Any, evals: list[Mapping[str, Any]]) -> None:
-    from matplotlib.ticker import MaxNLocator
-
+def _plot_accuracy(axes: Any, evals: list[Mapping[str, Any]], epoch_locator: Any) -> None:
     epochs, top1 = _by_x(evals, "epoch", "top1")
     top5_epochs, top5 = _by_x(evals, "epoch", "top5")
     if not epochs and not top5_epochs:
@@ -285,7 +283,7 @@ def _plot_accuracy(axes: Any, evals: list[Mapping[str, Any]]) -> None:
         )
     axes.set_title("validation accuracy")
     axes.set_xlabel("epoch")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(epoch_locator)
     axes.set_ylabel("%")
     axes.set_ylim(0, 100)
     axes.grid(alpha=0.3)
@@ -355,9 +353,9 @@ def plot_training(
         ValueError: ``confusion`` is not square or does not match ``classes``.
         StorageError: the file cannot be written.
     """
-    # Figure without pyplot: no global state, no GUI backend, safe beside a training loop.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    # Start-up: importing matplotlib builds its font cache on a fresh machine (seconds), and only
+    # rank 0 plots, once. Figure without pyplot: no global state, no GUI backend.
+    from matplotlib import figure as mpl_figure, ticker  # noqa: PLC0415
 
     if confusion is not None:
         if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
@@ -368,16 +366,15 @@ def plot_training(
     train = [record for record in records if record.get("kind") != "eval"]
 
     if confusion is None:
-        figure = Figure(figsize=(7, 10), layout="constrained")
+        figure = mpl_figure.Figure(figsize=(7, 10), layout="constrained")
         grid = figure.add_gridspec(3, 1)
     else:
         side = min(max(7.0, 0.2 * confusion.shape[0] + 3.0), 16.0)
-        figure = Figure(figsize=(6 + side + 1.5, max(10.0, side)), layout="constrained")
+        figure = mpl_figure.Figure(figsize=(6 + side + 1.5, max(10.0, side)), layout="constrained")
         grid = figure.add_gridspec(3, 2, width_ratios=(6, side + 1.5))
-    FigureCanvasAgg(figure)
     _plot_loss(figure.add_subplot(grid[0, 0]), train, evals)
     _plot_lr(figure.add_subplot(grid[1, 0]), train)
-    _plot_accuracy(figure.add_subplot(grid[2, 0]), evals)
+    _plot_accuracy(figure.add_subplot(grid[2, 0]), evals, ticker.MaxNLocator(integer=True))
     if confusion is not None:
         _plot_confusion(figure, figure.add_subplot(grid[:, 1]), confusion, classes)
     with storage.atomic_write(url) as temporary:

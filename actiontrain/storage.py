@@ -92,7 +92,8 @@ _CREDENTIAL_VARIABLES = (
 
 @functools.lru_cache(maxsize=8)
 def _have_credentials(_environment: tuple) -> bool:
-    import botocore.session
+    # Start-up: botocore takes a second to import, and only S3 URLs need it.
+    import botocore.session  # noqa: PLC0415
 
     # botocore's own chain: variables, profile files, web identity (a pod's service account),
     # container and instance metadata. s3fs would otherwise fall back to unsigned requests and

@@ -26,7 +26,7 @@ from actiontrain.data.loader import ClipLoader
 from actiontrain.data.synth import synthesize
 from actiontrain.export import export_model
 from actiontrain.export.convert import compile_model
-from actiontrain.export.quantize import quantize_export
+from actiontrain.tasks.optimize import quantize_export
 from actiontrain.model import build_model_for_config, count_parameters
 from actiontrain.recipe import load_config
 
@@ -247,7 +247,7 @@ def measure_accuracy(args: argparse.Namespace, work: str, data_url: str) -> dict
     INT8 loss is measured where the FP32 model makes confident decisions: on the training videos
     (also the calibration set, which flatters INT8 slightly). The validation top-1 is reported too.
     """
-    from actiontrain.evaluate import evaluate
+    from actiontrain.evaluation import evaluate
     from actiontrain.export.store import local_export
     from actiontrain.inference import Predictor
 

@@ -38,7 +38,8 @@ from actiontrain.embedded_s3 import EmbeddedS3
 from actiontrain.errors import ActionTrainError
 from actiontrain.model import build_model_for_config, count_parameters
 from actiontrain.recipe import load_config
-from actiontrain.trainer import Trainer
+from actiontrain.tasks.train import Trainer
+from actiontrain.trained_model import TrainedModel
 
 TARGETS = {"trainer_vs_plain": 0.95, "cpu_vs_eager_fp32": 1.7}
 """Minimum ratios: the trainer's step within 5% of a hand-written loop with its settings, and (on the
@@ -283,11 +284,9 @@ def measure_checkpoints(trainer: Trainer, *, urls: dict[str, str], repeats: int)
     expected = {key: value.detach().cpu() for key, value in trainer.model.state_dict().items()}
     # Untimed first round: s3fs's session and connection, the first file in a fresh folder.
     for manager in managers.values():
-        manager.save(0, trainer._state())
-        state = manager.load(0)
-        if state["model"].keys() != expected.keys() or not all(
-            torch.equal(state["model"][key], value) for key, value in expected.items()
-        ):
+        manager.save(0, trainer.training_state().state())
+        weights = TrainedModel.from_state(0, manager.load(0)).weights
+        if weights.keys() != expected.keys() or not all(torch.equal(weights[key], value) for key, value in expected.items()):
             raise AssertionError(f"checkpoint under {manager.root} does not give back the model's weights")
     size = json.loads(storage.read_bytes(storage.join(managers["local"].step_url(0), MARKER_FILE)))["files"][STATE_FILE]["size"]
     seconds: dict[str, list[float]] = {f"{op}_{name}": [] for name in managers for op in ("save", "load")}
@@ -295,7 +294,7 @@ def measure_checkpoints(trainer: Trainer, *, urls: dict[str, str], repeats: int)
         step = repeat + 1
         for name in _STORES if repeat % 2 == 0 else reversed(_STORES):
             started = time.perf_counter()
-            managers[name].save(step, trainer._state())
+            managers[name].save(step, trainer.training_state().state())
             seconds[f"save_{name}"].append(time.perf_counter() - started)
             started = time.perf_counter()
             managers[name].load(step)

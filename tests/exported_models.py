@@ -23,9 +23,11 @@ from actiontrain.data.catalog import Sample, load_dataset
 from actiontrain.data.dataset import build_clip_dataset
 from actiontrain.data.loader import ClipLoader
 from actiontrain.data.synth import synthesize
-from actiontrain.export import ExportResult, export_checkpoint, export_model
+from actiontrain.export import ExportResult, export_model
 from actiontrain.model import build_model_for_config
-from actiontrain.recipe import config_to_dict, load_config
+from actiontrain.recipe import load_config
+from actiontrain.tasks.export import export_checkpoint
+from actiontrain.trained_model import TrainedModel
 
 MOTION_OVERRIDES = ["data.num_workers=0", "train.batch_size=4"]
 """cpu_smoke (4 frames 2 apart, 64-pixel crops) without worker processes."""
@@ -153,8 +155,8 @@ def x3d_export(tmp_path_factory: pytest.TempPathFactory) -> X3DExport:
     with _own_cache(tmp_path_factory):
         torch.manual_seed(0)
         model = build_model_for_config(config, num_classes=len(classes)).eval()
-        state = {"model": model.state_dict(), "config": config_to_dict(config), "classes": classes}
-        CheckpointManager(run).save(7, state, epoch=1)
+        trained = TrainedModel(step=7, config=config, classes=classes, weights=model.state_dict())
+        CheckpointManager(run).save(7, trained.state(), epoch=1)
         Path(run, "metrics.jsonl").write_text(
             '{"kind": "train", "step": 7, "loss": 1.0}\n'
             '{"kind": "eval", "step": 7, "epoch": 1, "subset": "test", "top1": 0.5, "top5": 1.0, "num_videos": 6}\n'

@@ -10,10 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import psutil
 import pytest
+from ledger_audit import assert_exactly_once, used_samples
 
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.data.synth import synthesize
@@ -21,42 +22,6 @@ from actiontrain.distributed import SHARED_STORE_SWITCH
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 EPOCHS = 3
-
-
-def used_samples(ledger: str) -> dict[int, Counter]:
-    """Per epoch, how often each sample index went into a step that the final model contains.
-
-    Each process logs ``resume S T INCARNATION`` then ``sample EPOCH STEP INDEX`` per sample.
-    Steps after S that earlier incarnations logged were redone from checkpoint S: drop them.
-    """
-    incarnations: dict[str, dict] = {}
-    for path in glob.glob(os.path.join(ledger, "*.log")):
-        with open(path, encoding="utf-8") as file:
-            lines = file.read().splitlines()
-        _, step, started, name = lines[0].split()
-        entry = incarnations.setdefault(name, {"resume": int(step), "started": float(started), "samples": []})
-        entry["started"] = min(entry["started"], float(started))
-        for line in lines[1:]:
-            parts = line.split()
-            if len(parts) == 4 and parts[0] == "sample":  # a line cut by SIGKILL is ignored
-                entry["samples"].append(tuple(int(value) for value in parts[1:]))
-    history: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for entry in sorted(incarnations.values(), key=lambda entry: entry["started"]):
-        for key in [key for key in history if key[1] > entry["resume"]]:
-            del history[key]
-        for epoch, step, index in entry["samples"]:
-            history[(epoch, step)].append(index)
-    used: dict[int, Counter] = defaultdict(Counter)
-    for (epoch, _), indices in history.items():
-        used[epoch].update(indices)
-    return used
-
-
-def assert_exactly_once(ledger: str, num_samples: int) -> None:
-    used = used_samples(ledger)
-    assert sorted(used) == list(range(EPOCHS))
-    for epoch, counts in used.items():
-        assert counts == Counter(range(num_samples)), f"epoch {epoch}: {counts}"
 
 
 def torchrun(nproc: int, data: str, output: str, ledger: str, *, max_restarts: int, job: str = "job-1") -> list[str]:
@@ -117,7 +82,7 @@ def test_killed_worker_is_restarted_and_every_sample_used_once(run):
     # The killed incarnation and exactly one restart: the first reconnect succeeds.
     assert len({os.path.basename(p).split(".rank")[0] for p in glob.glob(os.path.join(run["ledger"], "*.log"))}) == 2
     assert CheckpointManager(run["output"]).latest_step() == EPOCHS * 3  # 12 clips / (2 x 2) per step
-    assert_exactly_once(run["ledger"], 12)
+    assert_exactly_once(run["ledger"], num_samples=12, epochs=EPOCHS)
 
 
 @pytest.mark.e2e
@@ -145,7 +110,7 @@ def test_job_killed_then_resumed_with_one_process_uses_every_sample_once(run):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "now 1" in result.stderr  # "resumed from step N: ... (was world size 2, now 1)"
-    assert_exactly_once(run["ledger"], 12)
+    assert_exactly_once(run["ledger"], num_samples=12, epochs=EPOCHS)
 
 
 def test_ledger_drops_steps_redone_after_a_resume(tmp_path):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from exported_models import motion_export
 
+from actiontrain.data.catalog import Sample
 from actiontrain.data.dataset import ClipDataset
+from actiontrain.data.motion import render_clip
 from actiontrain.data.media_writer import write_frame_folder, write_video
 from actiontrain.data.video import open_media
 from actiontrain.errors import ConfigError, DataError, NotFoundError
-from actiontrain.inference import Prediction, Predictor, predict
+from actiontrain.inference import Prediction, Predictor
+from actiontrain.tasks.predict import predict
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +67,15 @@ def test_to_dict_is_the_json_shape(predictor, motion):
     }
 
 
-def test_a_video_shorter_than_a_clip_is_one_line(predictor, tmp_path):
+def test_a_video_shorter_than_a_clip_is_read_as_evaluation_reads_it(motion, predictor, tmp_path):
+    # 3 frames for a recipe of 4-frame clips: evaluation loops the video, and so does predict.
     short = str(tmp_path / "short.mp4")
-    write_video(short, np.zeros((3, 64, 64, 3), dtype=np.uint8))
-    with pytest.raises(DataError, match=r"short.mp4 is too short: 3 frames, the model needs at least 4") as raised:
-        predictor.predict(short)
-    assert "\n" not in str(raised.value)
+    frames = render_clip("move_up", num_frames=3, height=96, width=128, seed=1)
+    write_video(short, frames)
+    sample = Sample(url=short, label=2, item_id="short")
+    expected = ClipDataset([sample], config=motion.config.data, train=False)[0]["video"]
+    assert torch.equal(predictor.read_views(short), expected)
+    assert predictor.predict(short, top_k=1).input == short
 
 
 def test_an_undecodable_video_is_one_line(predictor, tmp_path):

@@ -12,6 +12,8 @@ import torch
 
 from actiontrain import storage
 from actiontrain.errors import ConfigError, DataError, NotFoundError
+from actiontrain.recipe import load_config
+from actiontrain.trained_model import TrainedModel
 from actiontrain.model import (
     DEFAULT_VARIANT,
     X3D_VARIANTS,
@@ -156,11 +158,12 @@ def test_pytorchvideo_checkpoint_loads_from_s3(s3_bucket: str, caplog) -> None:
 
 def test_project_checkpoint_with_ddp_prefixes_loads_fully(tmp_path: Path) -> None:
     source = _perturbed_state(build_model(num_classes=4, **SMALL), seed=3)
-    checkpoint = {
-        "model": {f"module.{k}": v for k, v in source.items()},
-        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
-        "train_state": {"step": 120},
-    }
+    # What a DDP run saves: its model's keys carry the wrapper's prefix.
+    config = load_config("cpu_smoke", ["model.variant=xs"])
+    wrapped = TrainedModel(
+        step=120, config=config, classes=["a", "b", "c", "d"], weights={f"module.{k}": v for k, v in source.items()}
+    )
+    checkpoint = {**wrapped.state(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}}
     target = build_model(num_classes=4, **SMALL)
     assert load_pretrained(target, _save(checkpoint, tmp_path / "step-120.pt")) == []
     assert all(torch.equal(target.state_dict()[k], v) for k, v in source.items())

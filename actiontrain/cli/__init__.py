@@ -12,16 +12,13 @@ from actiontrain.cli import data as data_commands
 from actiontrain.cli import demo as demo_command
 from actiontrain.cli import export as export_commands
 from actiontrain.cli import train as train_commands
+from actiontrain.cli.exit_codes import EXIT_PROBLEMS, EXIT_USER_ERROR
 from actiontrain.errors import ActionTrainError
 from actiontrain.log import init_logger
 from actiontrain.storage import redact
 
 __all__ = ["EXIT_PROBLEMS", "EXIT_USER_ERROR", "build_parser", "main"]
 
-EXIT_USER_ERROR = 2
-"""A known mistake (bad URL, missing file, bad value): printed as one line, no traceback."""
-EXIT_PROBLEMS = 1
-"""The command ran but found the input unusable (e.g. ``data check`` found errors)."""
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from actiontrain import tasks
+from actiontrain.cli.exit_codes import EXIT_PROBLEMS
 from actiontrain.cli.options import add_layout_arguments, positive_int
 from actiontrain.data.layouts import FORMATS
 
@@ -71,10 +73,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from actiontrain.cli import EXIT_PROBLEMS
-    from actiontrain.data.check import check_dataset
-
-    report = check_dataset(
+    report = tasks.data.check(
         args.url, format=args.format, split=args.split, deep=args.deep, max_bad_fraction=args.max_bad_fraction
     )
     if args.json:
@@ -98,22 +97,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from actiontrain.data.catalog import load_dataset
-    from actiontrain.data.convert import convert_dataset
-
-    dataset = load_dataset(args.source, format=args.format, split=args.split)
-    for problem in dataset.problems:
+    converted = tasks.data.convert(args.source, args.destination, format=args.format, split=args.split)
+    for problem in converted.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
-    report = convert_dataset(dataset, args.destination)
+    report = converted.report
     subsets = ", ".join(f"{name} {count}" for name, count in report.subsets.items())
     print(f"wrote {report.destination} (datumaro format): {subsets}; {report.num_media_files} media copied")
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from actiontrain.data.synth import synthesize
-
-    summary = synthesize(
+    summary = tasks.data.synth(
         args.destination,
         format=args.format,
         num_classes=args.classes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from actiontrain import tasks
 from actiontrain.cli.options import positive_int
 
 __all__ = ["add_parser"]
@@ -25,12 +26,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from actiontrain.demo import run_demo
-
     def on_stage(name: str, seconds: float) -> None:
         print(f"[demo] {name:<45} {seconds:6.1f} s", flush=True)
 
-    result = run_demo(
+    result = tasks.demo.run_demo(
         workdir=args.workdir,
         num_classes=args.classes,
         videos_per_class=args.videos_per_class,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from actiontrain import tasks
 from actiontrain.cli.options import add_layout_arguments, positive_int
 from actiontrain.config import EXPORT_PRECISIONS
 
@@ -64,12 +65,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from actiontrain.export import export_checkpoint
-    from actiontrain.export.manifest import input_shape
-
-    result = export_checkpoint(args.checkpoint, args.output, precision=args.precision)
+    result = tasks.export.export_checkpoint(args.checkpoint, args.output, precision=args.precision)
     manifest = result.manifest
-    shape = "x".join(str(size) for size in input_shape(manifest.config))
+    shape = "x".join(str(size) for size in manifest.input_shape)
     print(
         f"exported {manifest.precision} model (step {manifest.step}, {len(manifest.classes)} classes, input {shape}) "
         f"to {result.url}; {result.parity.describe()}"
@@ -78,9 +76,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from actiontrain.export.quantize import quantize_export
-
-    result = quantize_export(
+    result = tasks.optimize.quantize_export(
         args.model,
         args.data,
         args.output,
@@ -98,17 +94,13 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from actiontrain.export.store import pull
-
-    manifest = pull(args.url, args.directory)
+    manifest = tasks.export.pull(args.url, args.directory)
     print(f"pulled {manifest.precision} export ({len(manifest.classes)} classes) to {args.directory}; checksums verified")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from actiontrain.inference import predict
-
-    predictions = predict(args.model, args.inputs, top_k=args.top_k, device=args.device)
+    predictions = tasks.predict.predict(args.model, args.inputs, top_k=args.top_k, device=args.device)
     if args.json:
         print(json.dumps([prediction.to_dict() for prediction in predictions]))
         return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from actiontrain import tasks
 from actiontrain.cli.options import add_layout_arguments
 
 __all__ = ["add_parsers"]
@@ -40,17 +40,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from actiontrain.distributed import destroy_distributed
-    from actiontrain.recipe import load_config
-    from actiontrain.trainer import Trainer
-
-    config = load_config(args.config, args.overrides)
-    try:
-        trainer = Trainer(config, data_url=args.data, output_url=args.output, format=args.format, split=args.split)
-        result = trainer.train()
-    finally:
-        destroy_distributed()
-    if trainer.dist.is_main:
+    result = tasks.train.train(
+        args.config, args.overrides, data_url=args.data, output_url=args.output, format=args.format, split=args.split
+    )
+    if result.is_main:
         summary = f"trained {result.epochs} epochs ({result.last_step} steps); output {result.output_url}"
         if result.final_eval:
             summary += f"; top1 {result.final_eval['top1']:.1%} top5 {result.final_eval['top5']:.1%}"
@@ -61,9 +54,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from actiontrain.evaluate import evaluate_checkpoint
-
-    result = evaluate_checkpoint(
+    result = tasks.evaluate.evaluate_checkpoint(
         args.checkpoint, args.data, subset=args.subset, format=args.format, split=args.split, overrides=args.overrides
     )
     if args.json:
@@ -71,7 +62,6 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(
             f"{result['subset']}: top1 {result['top1']:.1%}  top5 {result['top5']:.1%}  "
-            f"({result['num_videos']} videos, checkpoint step {result['step']})",
-            file=sys.stdout,
+            f"({result['num_videos']} videos, checkpoint step {result['step']})"
         )
     return 0

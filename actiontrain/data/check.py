@@ -152,7 +152,8 @@ def _empty_classes(dataset: ActionDataset) -> list[Problem]:
 
 
 def _undecodable(dataset: ActionDataset, present: set[str], *, workers: int) -> list[Problem]:
-    from actiontrain.data.video import open_media  # torch-heavy: only for --deep
+    # Start-up: decoding imports torch (seconds); only --deep decodes.
+    from actiontrain.data.video import open_media  # noqa: PLC0415
 
     def decode_all(item) -> Problem | None:
         try:

@@ -11,8 +11,9 @@ from torch.utils.data import Dataset
 
 from actiontrain.config import DataConfig
 from actiontrain.data.catalog import ActionDataset, Sample
-from actiontrain.data.sampling import eval_clip_indices, train_clip_indices
-from actiontrain.data.transforms import build_eval_transform, build_train_transform, flip_pairs_from_names
+from actiontrain.data.sampling import train_clip_indices
+from actiontrain.data.transforms import build_train_transform, flip_pairs_from_names
+from actiontrain.data.views import EvalViews
 from actiontrain.data.prefetch import MediaPrefetcher
 from actiontrain.data.video import open_media
 from actiontrain.errors import DataError, NotFoundError, StorageError
@@ -48,7 +49,7 @@ class ClipDataset(Dataset):
     When storage itself fails (unreachable, credentials) the item says so with ``"fatal"`` and
     the loader stops with that message.
 
-    Randomness comes only from ``(config.seed, epoch, index)``, so a sample gets the same clip
+    Randomness comes only from ``(seed, epoch, index)``, so a sample gets the same clip
     whichever worker, rank or restart reads it.
     """
 
@@ -64,6 +65,8 @@ class ClipDataset(Dataset):
         self.config = config
         self.train = train
         self.epoch = 0
+        self.seed = config.seed
+        """Seed of every sample's temporal offset and augmentation (``data.seed``, or a resumed run's)."""
         self._prefetcher = MediaPrefetcher([sample.url for sample in self.samples])
         if train:
             self._transform = build_train_transform(
@@ -75,13 +78,7 @@ class ClipDataset(Dataset):
                 std=config.std,
             )
         else:
-            self._transform = build_eval_transform(
-                short_side=config.eval_short_side,
-                crop_size=config.crop_size,
-                num_crops=config.num_eval_crops,
-                mean=config.mean,
-                std=config.std,
-            )
+            self._views = EvalViews(config)
 
     def set_epoch(self, epoch: int, *, schedule: Sequence[int] | None = None) -> None:
         """Changes the random segments and augmentations (call before each epoch).
@@ -115,7 +112,7 @@ class ClipDataset(Dataset):
         config = self.config
         # A private RNG stream per sample: torchvision's random transforms use the global one.
         with torch.random.fork_rng(devices=[]):
-            seed = sample_seed(config.seed, self.epoch, index)
+            seed = sample_seed(self.seed, self.epoch, index)
             torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also seeds every accelerator
             generator = torch.Generator().manual_seed(seed)
             try:
@@ -130,13 +127,7 @@ class ClipDataset(Dataset):
                         )
                         frames = reader.get_frames(indices)
                     else:
-                        clips = eval_clip_indices(
-                            reader.num_frames,
-                            clip_len=config.clip_len,
-                            frame_interval=config.frame_interval,
-                            num_clips=config.num_eval_clips,
-                        )
-                        frames = reader.get_frames([i for clip in clips for i in clip])
+                        video = self._views.read(reader)
             except (DataError, NotFoundError) as error:  # this sample is bad: skip and count it
                 return {"index": index, "error": str(error)}
             except StorageError as error:  # storage itself fails (outage, credentials): stop
@@ -144,8 +135,4 @@ class ClipDataset(Dataset):
             label = -1 if sample.label is None else sample.label
             if self.train:
                 video, label = self._transform(frames, label)
-            else:
-                video = torch.cat(
-                    [self._transform(clip) for clip in frames.split(config.clip_len)], dim=0
-                )
         return {"video": video, "label": label, "index": index}

@@ -92,8 +92,12 @@ class BadSampleTracker:
 class ClipLoader:
     """Iterates one rank's batches of a :class:`ClipDataset`, skipping and counting bad samples.
 
-    The order comes from a :class:`ResumableDistributedSampler`; ``set_epoch(epoch, consumed)``
-    resumes an epoch after ``consumed`` samples (counted over all ranks).
+    The loader owns the data's position: the epoch, the samples of it all ranks have consumed and
+    the seed of the order. A training loop asks it how many steps are left (:meth:`steps_left`,
+    the same on every rank), iterates, calls :meth:`advance` after each global step and
+    :meth:`end_epoch` after the last; :meth:`state_dict` goes into checkpoints and
+    :meth:`load_state_dict` resumes from one, also on another number of ranks.
+    ``set_epoch(epoch, consumed)`` positions it directly (evaluation, tools).
     """
 
     def __init__(
@@ -119,6 +123,8 @@ class ClipLoader:
             max_fraction=config.max_bad_fraction,
             describe=lambda index: dataset.samples[index].url,
         )
+        self.batch_size = batch_size
+        self.world_size = world_size
         workers = config.num_workers if num_workers is None else num_workers
         self._loader = DataLoader(
             dataset,
@@ -133,9 +139,89 @@ class ClipLoader:
         )
 
     def set_epoch(self, epoch: int, consumed: int = 0) -> None:
+        """Positions the loader at ``consumed`` samples (all ranks together) into ``epoch``."""
         self.sampler.set_epoch(epoch, consumed)
+        self._prepare()
+
+    def _prepare(self) -> None:
         # The order is known before the epoch starts: let workers fetch their next batch early.
-        self.dataset.set_epoch(epoch, schedule=list(self.sampler))
+        self.dataset.set_epoch(self.sampler.epoch, schedule=list(self.sampler))
+
+    # -- position ------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The epoch being (or about to be) iterated."""
+        return self.sampler.epoch
+
+    @property
+    def consumed(self) -> int:
+        """Samples of this epoch that all ranks together have consumed."""
+        return self.sampler.consumed
+
+    def epoch_position(self) -> float:
+        """Epochs done as a real number (2.5: halfway through the third), what schedules run on."""
+        return self.sampler.epoch + self.sampler.consumed / max(self.sampler.num_samples, 1)
+
+    def steps_left(self) -> int:
+        """Steps to the end of this epoch, the same number on every rank.
+
+        Ranks take strided shares of what is left, which differ by at most one sample: a rank
+        whose share ends a step early gets no batch for the last step (see ``__iter__``).
+        """
+        remaining = self.sampler.num_samples - self.sampler.consumed
+        return math.ceil(math.ceil(remaining / self.world_size) / self.batch_size)
+
+    def full_steps_left(self) -> int:
+        """Of :meth:`steps_left`, the first steps in which every rank takes a full batch.
+
+        After any of these the consumed samples are exactly a prefix of the epoch's order, so only
+        there may a checkpoint be taken mid-epoch.
+        """
+        remaining = self.sampler.num_samples - self.sampler.consumed
+        return (remaining // self.world_size) // self.batch_size
+
+    def advance(self) -> None:
+        """Records one global step: every rank consumed a batch (the last may be short)."""
+        self.sampler.advance(self.batch_size * self.world_size)
+
+    @property
+    def epoch_done(self) -> bool:
+        """Whether every sample of this epoch has been consumed."""
+        return self.sampler.consumed >= self.sampler.num_samples
+
+    def end_epoch(self) -> None:
+        """Moves to the start of the next epoch."""
+        self.sampler.set_epoch(self.sampler.epoch + 1, 0)
+        self._prepare()
+
+    def state_dict(self) -> dict[str, int]:
+        """The position: ``epoch``, ``consumed`` (all ranks), the order's ``seed``, ``num_samples``."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resumes at a saved position, on any number of ranks.
+
+        The saved seed wins over this loader's (``data.seed``): the rest of the run keeps the
+        order and augmentation it started with, so no sample of the interrupted epoch is lost or
+        repeated. A changed ``data.seed`` is reported, and takes effect in a new output.
+
+        Raises:
+            DataError: the state was saved for a dataset with another number of samples.
+            ConfigError: the state is not a loader's.
+        """
+        configured = self.sampler.seed
+        self.sampler.load_state_dict(state)
+        if self.sampler.seed != configured:
+            logger.warning(
+                "data.seed is %d but this run's data order was drawn with seed %d: resuming keeps %d "
+                "(a changed seed takes effect in a new --output)",
+                configured,
+                self.sampler.seed,
+                self.sampler.seed,
+            )
+        self.dataset.seed = self.sampler.seed
+        self._prepare()
 
     def __len__(self) -> int:
         return len(self._loader)

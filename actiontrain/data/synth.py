@@ -18,7 +18,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import datumaro as dm
 import numpy as np
+from datumaro.components.annotation import AnnotationType, Label, LabelCategories
+from datumaro.components.media import Video
 
 from actiontrain import storage
 from actiontrain.data.media_writer import write_frame_folder, write_video
@@ -477,11 +480,6 @@ def _write_media(root: str, videos: Sequence[_Video], *, size: tuple[int, int], 
 def _write_datumaro(
     dst: str, plan: _Plan, *, classes: list[str], size: tuple[int, int], fps: int, workers: int
 ) -> None:
-    # Imported here: Datumaro takes seconds to import and only this layout needs it.
-    import datumaro as dm
-    from datumaro.components.annotation import AnnotationType, Label, LabelCategories
-    from datumaro.components.media import Video
-
     # Datumaro only exports to local folders: encode and export in local scratch, then upload.
     with tempfile.TemporaryDirectory(prefix="synth-datumaro-", dir=storage.cache_dir("tmp")) as scratch:
         sources = os.path.join(scratch, "sources")

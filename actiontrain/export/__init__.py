@@ -3,15 +3,9 @@
 Modules: :mod:`~actiontrain.export.convert` (PyTorch to OpenVINO, Model API metadata, parity),
 :mod:`~actiontrain.export.manifest` (``manifest.json``), :mod:`~actiontrain.export.store`
 (publish with the manifest last, pull with checksums checked), :mod:`~actiontrain.export.exporter`
-(:func:`export_model` for the trainer, :func:`export_checkpoint` for the CLI) and
-:mod:`~actiontrain.export.quantize` (NNCF INT8).
+(:func:`export_model`: a live model to an export) and :mod:`~actiontrain.export.quantize` (NNCF INT8).
 """
 
-from actiontrain.export.exporter import (
-    EXPORT_DIR,
-    ExportResult,
-    export_checkpoint,
-    export_model,
-)
+from actiontrain.export.exporter import EXPORT_DIR, ExportResult, export_model
 
-__all__ = ["EXPORT_DIR", "ExportResult", "export_checkpoint", "export_model"]
+__all__ = ["EXPORT_DIR", "ExportResult", "export_model"]

@@ -1,8 +1,7 @@
-"""Exporting a trained model: OpenVINO IR, parity check, manifest, upload; from a live model or a checkpoint."""
+"""Exporting a model: OpenVINO IR, parity check, manifest, upload with the manifest last."""
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from torch import nn
 
 from actiontrain import storage
 from actiontrain.config import Config
-from actiontrain.errors import ConfigError, ExportError, NotFoundError
+from actiontrain.errors import ConfigError, ExportError
 from actiontrain.export.convert import (
     Parity,
     check_parity,
@@ -33,8 +32,10 @@ from actiontrain.export.manifest import (
     new_manifest,
 )
 from actiontrain.export.store import publish
+from actiontrain.metrics import to_jsonable
+from actiontrain.recipe import config_to_dict
 
-__all__ = ["EXPORT_DIR", "ExportResult", "export_checkpoint", "export_model"]
+__all__ = ["EXPORT_DIR", "ExportResult", "export_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,6 @@ def export_model(
         ExportError: OpenVINO's logits differ from PyTorch's beyond the precision's tolerance.
         StorageError: ``output_url`` cannot be written.
     """
-    from actiontrain.metrics import to_jsonable
-    from actiontrain.recipe import config_to_dict
-
     if precision not in EXPORT_PRECISIONS:
         raise ConfigError(
             f"export precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r} "
@@ -129,63 +127,3 @@ def export_model(
         )
         url = publish(local, output_url, manifest)
     return ExportResult(url=url, manifest=manifest, parity=parity)
-
-
-def export_checkpoint(checkpoint_url: str, output_url: str, *, precision: str = "fp32") -> ExportResult:
-    """``actiontrain export``: a checkpoint (or a run's newest) as an OpenVINO export.
-
-    The manifest records the checkpoint's step and, when the run's ``metrics.jsonl`` has one, the
-    evaluation made at that step.
-
-    Args:
-        checkpoint_url: A ``checkpoints/step-N`` folder, or a training output URL.
-        output_url: The export folder, any fsspec URL.
-        precision: ``fp32`` or ``fp16``.
-
-    Raises:
-        NotFoundError: no committed checkpoint there.
-        DataError: the checkpoint is corrupt.
-        ConfigError, ExportError, StorageError: as :func:`export_model`.
-    """
-    from actiontrain.checkpoint import load_checkpoint
-    from actiontrain.model import build_model_for_config
-    from actiontrain.recipe import config_from_dict
-
-    if precision not in EXPORT_PRECISIONS:  # before loading a checkpoint for nothing
-        raise ConfigError(f"export precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r}")
-    step, state = load_checkpoint(checkpoint_url)
-    config = config_from_dict(state["config"])
-    classes = list(state["classes"])
-    model = build_model_for_config(config, num_classes=len(classes))
-    model.load_state_dict(state["model"])
-    metrics = _eval_metrics(_run_url(checkpoint_url), step)
-    return export_model(
-        model, classes=classes, config=config, output_url=output_url, precision=precision, metrics=metrics, step=step
-    )
-
-
-def _run_url(checkpoint_url: str) -> str:
-    url = checkpoint_url.rstrip("/")
-    parts = url.rsplit("/", 2)
-    if len(parts) == 3 and parts[1] == "checkpoints" and parts[2].startswith("step-"):
-        return parts[0]
-    return url
-
-
-def _eval_metrics(run_url: str, step: int) -> dict[str, Any]:
-    """The evaluation a run logged at ``step`` (its epoch-end evaluation), or nothing."""
-    from actiontrain.metrics import METRICS_FILENAME
-
-    try:
-        text = storage.read_text(storage.join(run_url, METRICS_FILENAME))
-    except NotFoundError:
-        return {}
-    found: dict[str, Any] = {}
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash
-            continue
-        if isinstance(record, dict) and record.get("kind") == "eval" and record.get("step") == step:
-            found = {key: value for key, value in record.items() if key != "kind"}
-    return found

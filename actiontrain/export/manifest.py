@@ -10,9 +10,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import openvino
+import torch
+
 import actiontrain
 from actiontrain.config import EXPORT_PRECISIONS, Config
 from actiontrain.errors import ConfigError, DataError
+from actiontrain.recipe import config_from_dict
 
 __all__ = [
     "EXPORT_PRECISIONS",
@@ -85,9 +89,12 @@ class Manifest:
     @property
     def config(self) -> Config:
         """The recipe as a :class:`Config` (clip length, crop, sampling and normalisation of the input)."""
-        from actiontrain.recipe import config_from_dict
-
         return config_from_dict(self.recipe)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int, int, int]:
+        """The IR's input, NSCTHW (see :func:`input_shape`)."""
+        return input_shape(self.config)
 
     def to_json(self) -> bytes:
         config = self.config
@@ -250,7 +257,4 @@ def _now() -> str:
 
 
 def _versions() -> dict[str, str]:
-    import openvino
-    import torch
-
     return {"actiontrain": actiontrain.__version__, "openvino": openvino.get_version(), "torch": torch.__version__}

@@ -1,214 +1,53 @@
-"""INT8 post-training quantization of an export with NNCF, calibrated on training clips and scored on validation."""
+"""INT8 post-training quantization of an OpenVINO model with NNCF."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import logging
 import sys
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import openvino as ov
 
-from actiontrain import storage
-from actiontrain.config import check_positive
-from actiontrain.errors import ConfigError, NotFoundError
-from actiontrain.export.convert import model_info, set_model_info
-from actiontrain.export.manifest import MODEL_FILES, MODEL_XML, Manifest, file_entry
-from actiontrain.export.store import LocalExport, local_export, publish
-from actiontrain.metrics import to_jsonable
+from actiontrain.export.convert import set_model_info
 
-__all__ = ["QuantizeResult", "quantize_export"]
+__all__ = ["nncf_version", "quantize_model"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class QuantizeResult:
-    """A written INT8 export and how it compares with the model it came from."""
-
-    url: str
-    manifest: Manifest
-    fp32_top1: float
-    """Video-level top-1 of the FP32 export on the validation subset (NaN without labelled videos)."""
-    int8_top1: float
-    """The same for the INT8 model."""
-    agreement: float
-    """Fraction of validation videos whose predicted class is the same for both models."""
-    num_videos: int
-    """Labelled validation videos scored."""
-    num_calibration_clips: int
-    val_subset: str
-
-
-class _CalibrationClips:
-    """Views of training videos, sampled as in evaluation, as NSCTHW arrays; iterable more than once.
-
-    NNCF iterates its dataset once per statistics pass, so clips are decoded on demand rather than
-    held in memory (300 clips of X3D-S are 1.4 GB as float32).
-    """
-
-    def __init__(self, clips, *, limit: int) -> None:
-        from actiontrain.data.loader import ClipLoader
-
-        # Shuffled so that a subset smaller than the dataset still covers every class.
-        self._loader = ClipLoader(clips, batch_size=1, shuffle=True)
-        self._limit = limit
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        self._loader.set_epoch(0)
-        count = 0
-        for batch in self._loader:
-            if batch["video"] is None:
-                continue
-            for view in batch["video"][0]:
-                if count == self._limit:
-                    return
-                count += 1
-                yield view[None, None].numpy()
-
-
-def quantize_export(
-    model_url: str,
-    data_url: str,
-    output_url: str,
-    *,
-    format: str | None = None,
-    split: int = 1,
-    subset_size: int = 300,
-    val_subset: str = "",
-) -> QuantizeResult:
-    """``actiontrain optimize``: INT8 post-training quantization of an FP32 export.
-
-    ``nncf.quantize`` calibrates on up to ``subset_size`` views of the recipe's training subset,
-    sampled as in evaluation (no augmentation); the source and INT8 models are then scored on the
-    validation subset (video-level top-1, softmax averaged over views, both computing in float32
-    outside the quantized layers so that the difference is the quantization's alone). The INT8
-    export gets the source's manifest with ``precision: int8`` and a ``quantization`` section
-    holding both accuracies; it is uploaded like any export, manifest last.
+def quantize_model(
+    model: ov.Model, calibration: Iterable[np.ndarray], *, count: int, info: dict[str, str]
+) -> ov.Model:
+    """NNCF post-training INT8 quantization (default preset) of an OpenVINO model.
 
     Args:
-        model_url: The source export (local folder or URL; verified).
-        data_url: The dataset the model was trained on (same classes).
-        output_url: Where the INT8 export goes.
-        format: Dataset layout, detected when None.
-        split: Official split of UCF101/HMDB51.
-        subset_size: Most calibration clips (views).
-        val_subset: Subset to score; default the first of validation, val, test.
+        model: The FP32 model.
+        calibration: Model inputs (``(1, 1, 3, T, H, W)`` arrays); NNCF iterates it once per
+            statistics pass, so it must be iterable more than once.
+        count: How many of them to use.
+        info: The ``rt_info/model_info`` the INT8 model must carry (Model API metadata, see
+            :func:`~actiontrain.export.convert.model_info`); NNCF does not keep the source's.
 
-    Raises:
-        ConfigError: the source is not an FP32 export, the dataset's classes differ, or a bad argument.
-        NotFoundError: no export at ``model_url``, or no validation subset.
-        DataError, StorageError: unreadable export or data.
+    Returns:
+        The INT8 model.
     """
-    import nncf
+    # Start-up: NNCF takes seconds to import, and only `optimize` quantizes.
+    import nncf  # noqa: PLC0415
 
-    from actiontrain.data.catalog import load_dataset
-    from actiontrain.data.dataset import build_clip_dataset
-    from actiontrain.trainer import choose_val_subset
-
-    check_positive("subset_size", subset_size)
-    source = local_export(model_url)
-    manifest = source.manifest
-    if manifest.precision != "fp32":
-        # INT8 is calibrated against the FP32 model's activations and scored against its accuracy.
-        raise ConfigError(f"{model_url} has precision {manifest.precision}; optimize the fp32 export")
-    config = manifest.config
-    dataset = load_dataset(data_url, format=format, split=split)
-    if dataset.classes != manifest.classes:
-        raise ConfigError(
-            f"{data_url} has classes {dataset.classes[:5]}..., the model {manifest.classes[:5]}...; "
-            "calibrate on the dataset the model was trained for"
-        )
-    val = choose_val_subset(dataset, val_subset)
-    if val is None:
-        raise NotFoundError(f"{data_url} has no validation, val or test subset; pass --val-subset")
-    train = config.train.train_subset
-
-    calibration_clips = build_clip_dataset(dataset, subset=train, config=config.data, train=False)
-    views_per_video = config.data.num_eval_clips * config.data.num_eval_crops
-    available = len(calibration_clips) * views_per_video
-    count = min(subset_size, available)
-    if count < subset_size:
-        logger.info("calibrating on all %d views of subset %r (fewer than --subset-size %d)", count, train, subset_size)
-    source_model = ov.Core().read_model(str(source.model_xml))
     with _quiet_nncf():
-        quantized = nncf.quantize(
-            source_model,
-            nncf.Dataset(_CalibrationClips(calibration_clips, limit=count)),
-            subset_size=count,
-        )
+        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=count)
     # Model API reads its parameters from rt_info: make sure they survive quantization.
-    set_model_info(quantized, model_info(config=config, classes=manifest.classes))
-
-    with tempfile.TemporaryDirectory(prefix="actiontrain-int8-", dir=storage.cache_dir("tmp")) as local:
-        ov.save_model(quantized, str(Path(local, MODEL_XML)), compress_to_fp16=False)
-        # Scored before its manifest exists: the source's gives the recipe and classes it shares.
-        int8 = LocalExport(directory=Path(local), manifest=manifest, url=output_url)
-        scores = {name: _score(export, dataset, val) for name, export in (("source", source), ("int8", int8))}
-        source_result, int8_result = scores["source"], scores["int8"]
-        common = source_result.predictions.keys() & int8_result.predictions.keys()
-        agreement = (
-            sum(source_result.predictions[i] == int8_result.predictions[i] for i in common) / len(common)
-            if common
-            else float("nan")
-        )
-        quantization = {
-            "method": "nncf.quantize (post-training, default preset)",
-            "calibration_subset": train,
-            "num_calibration_clips": count,
-            "validation_subset": val,
-            "num_videos": int8_result.num_videos,
-            "fp32_top1": source_result.top1,
-            "int8_top1": int8_result.top1,
-            "prediction_agreement": agreement,
-            "source_files": {name: {"size": e.size, "sha256": e.sha256} for name, e in manifest.files.items()},
-        }
-        written = manifest.with_files(
-            {name: file_entry(Path(local, name)) for name in MODEL_FILES},
-            extra_versions={"nncf": nncf.__version__},
-            precision="int8",
-            parity=None,
-            quantization=to_jsonable(quantization),
-        )
-        url = publish(local, output_url, written)
-    logger.info(
-        "INT8 top-1 %.1f%% vs %s %.1f%% on %d %s videos (%.0f%% same predictions)",
-        100 * int8_result.top1,
-        manifest.precision,
-        100 * source_result.top1,
-        int8_result.num_videos,
-        val,
-        100 * agreement,
-    )
-    return QuantizeResult(
-        url=url,
-        manifest=written,
-        fp32_top1=source_result.top1,
-        int8_top1=int8_result.top1,
-        agreement=agreement,
-        num_videos=int8_result.num_videos,
-        num_calibration_clips=count,
-        val_subset=val,
-    )
+    set_model_info(quantized, info)
+    return quantized
 
 
-def _score(export: LocalExport, dataset, subset: str):
-    from actiontrain.data.dataset import build_clip_dataset
-    from actiontrain.data.loader import ClipLoader
-    from actiontrain.evaluate import evaluate
-    from actiontrain.inference import Predictor
-
-    config = export.manifest.config
-    predictor = Predictor(export, inference_precision="f32")
-    clips = build_clip_dataset(dataset, subset=subset, config=config.data, train=False)
-    loader = ClipLoader(clips, batch_size=config.train.batch_size, shuffle=False)
-    loader.set_epoch(0)
-    return evaluate(predictor.as_module(), loader, num_classes=len(predictor.classes), device="cpu")
+def nncf_version() -> str:
+    """The NNCF version quantizing models here (recorded in an INT8 export's manifest)."""
+    return importlib.metadata.version("nncf")
 
 
 @contextlib.contextmanager

@@ -115,14 +115,13 @@ class TestS3:
         assert_one_line_error(result, "no S3 credentials found", "AWS_ACCESS_KEY_ID")
 
 
+def _wrong_credentials(endpoint: str, *, key_id: str, secret: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1"}
+
+
 @pytest.mark.e2e
 def test_wrong_credentials_are_one_line_without_the_secret(authenticating_s3):
-    env = {
-        "AWS_ENDPOINT_URL": authenticating_s3,
-        "AWS_ACCESS_KEY_ID": "AKIAWRONGKEY",
-        "AWS_SECRET_ACCESS_KEY": "wrong-secret-value-123",
-        "AWS_REGION": "us-east-1",
-    }
+    env = _wrong_credentials(authenticating_s3, key_id="AKIAWRONGKEY", secret="wrong-secret-value-123")
     result = run("data", "check", "s3://bucket-z/ucf", env=env)
     assert_one_line_error(result, "AWS_ACCESS_KEY_ID")
     assert "wrong-secret-value-123" not in result.stderr + result.stdout
@@ -130,12 +129,7 @@ def test_wrong_credentials_are_one_line_without_the_secret(authenticating_s3):
 
 @pytest.mark.e2e
 def test_verbose_errors_show_their_causes_and_still_no_credentials(authenticating_s3):
-    env = {
-        "AWS_ENDPOINT_URL": authenticating_s3,
-        "AWS_ACCESS_KEY_ID": "AKIAWRONGKEYVERBOSE1",
-        "AWS_SECRET_ACCESS_KEY": "wrong-secret-value-456",
-        "AWS_REGION": "us-east-1",
-    }
+    env = _wrong_credentials(authenticating_s3, key_id="AKIAWRONGKEYVERBOSE1", secret="wrong-secret-value-456")
     quiet = run("data", "check", "s3://bucket-z/ucf", env=env)
     verbose = run("-v", "data", "check", "s3://bucket-z/ucf", env=env)
     assert quiet.returncode == verbose.returncode == 2

@@ -6,7 +6,8 @@ import pytest
 from exported_models import x3d_export
 
 from actiontrain.errors import ConfigError, NotFoundError
-from actiontrain.export import export_checkpoint, export_model
+from actiontrain.export import export_model
+from actiontrain.tasks.export import export_checkpoint
 from actiontrain.export.exporter import EXPORT_DIR
 from actiontrain.export.manifest import MODEL_FILES, file_entry
 from actiontrain.export.store import local_export

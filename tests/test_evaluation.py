@@ -17,7 +17,7 @@ from torch import nn
 
 from actiontrain.data.loader import ClipLoader
 from actiontrain.errors import ConfigError
-from actiontrain.evaluate import EvalResult, evaluate
+from actiontrain.evaluation import EvalResult, evaluate
 
 NUM_CLASSES = 6
 

@@ -1,27 +1,29 @@
-"""The training loop: elastic DDP over clips from any URL, checkpoints and metrics in object storage."""
+"""``actiontrain train``: elastic DDP over clips from any URL, checkpoints and metrics in object storage."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.config import Config
-from actiontrain.data.catalog import ActionDataset, load_dataset
+from actiontrain.data.catalog import load_dataset
 from actiontrain.data.dataset import build_clip_dataset
+from actiontrain.data.eval_split import eval_split
 from actiontrain.data.loader import ClipLoader
 from actiontrain.distributed import (
     DistInfo,
@@ -29,22 +31,24 @@ from actiontrain.distributed import (
     autocast_dtype,
     barrier,
     describe_device,
+    destroy_distributed,
     init_distributed,
     needs_grad_scaler,
 )
 from actiontrain.errors import ConfigError, DataError
-from actiontrain.evaluate import evaluate
+from actiontrain.evaluation import evaluate
+from actiontrain.export.exporter import EXPORT_DIR, export_model
+from actiontrain.ledger import SampleLedger
 from actiontrain.metrics import MetricsWriter, plot_training
 from actiontrain.model import build_model_for_config, load_pretrained
-from actiontrain.optim import build_lr_scheduler, build_optimizer, clip_gradients, epoch_position
-from actiontrain.recipe import config_to_dict
+from actiontrain.optim import build_lr_scheduler, build_optimizer, clip_gradients
+from actiontrain.recipe import config_to_dict, load_config
 from actiontrain.seeding import seed_step
+from actiontrain.trained_model import TrainedModel, TrainingState
 
-__all__ = ["Trainer", "TrainResult", "choose_val_subset", "restore_grad_scaler"]
+__all__ = ["TrainResult", "Trainer", "restore_grad_scaler", "train"]
 
 logger = logging.getLogger(__name__)
-
-_VAL_SUBSETS = ("validation", "val", "test")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,17 +61,40 @@ class TrainResult:
     final_eval: dict | None
     export_url: str | None = None
     """The OpenVINO export written at the end (``train.export``), on rank 0."""
+    is_main: bool = True
+    """Whether this process is rank 0 (the one that reports)."""
 
 
-def choose_val_subset(dataset: ActionDataset, requested: str) -> str | None:
-    """The subset evaluated each epoch: the requested one, else the first of validation, val, test."""
-    if requested:
-        if requested not in dataset.subsets:
-            raise ConfigError(
-                f"train.val_subset {requested!r} is not in the dataset; available: {', '.join(dataset.subsets)}"
-            )
-        return requested
-    return next((name for name in _VAL_SUBSETS if name in dataset.subsets), None)
+def train(
+    recipe: str | Config,
+    overrides: Sequence[str] = (),
+    *,
+    data_url: str,
+    output_url: str,
+    format: str | None = None,
+    split: int = 1,
+) -> TrainResult:
+    """Trains a recipe on ``data_url`` into ``output_url``, resuming from its newest checkpoint.
+
+    Call it in every process of a torchrun job (or in a single process); the process group is
+    destroyed at the end.
+
+    Args:
+        recipe: A shipped recipe's name, a YAML path or URL, or a config.
+        overrides: ``section.key=value`` overrides, applied to a named recipe.
+        data_url: Dataset root.
+        output_url: Where checkpoints, metrics, plots and the export go.
+        format: Dataset layout, detected when None.
+        split: Official split of UCF101/HMDB51.
+
+    Raises:
+        ConfigError, DataError, StorageError: bad recipe values, dataset or storage.
+    """
+    config = recipe if isinstance(recipe, Config) else load_config(recipe, overrides)
+    try:
+        return Trainer(config, data_url=data_url, output_url=output_url, format=format, split=split).train()
+    finally:
+        destroy_distributed()
 
 
 def restore_grad_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
@@ -86,10 +113,11 @@ def restore_grad_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> 
 class Trainer:
     """One training run, restartable: every (re)start resumes from the newest committed checkpoint.
 
-    The position inside an epoch is the number of samples all ranks consumed together, so a
-    restart with another world size continues with exactly the samples not yet used. Batch size
-    is per process: the global batch (and, with ``optim.scale_lr``, the learning rate) follows the
-    world size; the learning-rate schedule runs on the epoch position, so it continues smoothly.
+    The training loader owns the data's position (epoch, samples consumed by all ranks, the
+    order's seed), so a restart with another world size continues with exactly the samples not
+    yet used. Batch size is per process: the global batch (and, with ``optim.scale_lr``, the
+    learning rate) follows the world size; the learning-rate schedule runs on the epoch position,
+    so it continues smoothly.
     """
 
     def __init__(self, config: Config, *, data_url: str, output_url: str, format: str | None = None, split: int = 1):
@@ -108,16 +136,24 @@ class Trainer:
         self.train_clips = build_clip_dataset(self.dataset, subset=train_subset, config=config.data, train=True)
         if not len(self.train_clips):
             raise DataError(f"subset {train_subset!r} of {data_url} has no usable items")
-        self.val_subset = choose_val_subset(self.dataset, config.train.val_subset) if config.train.eval_every else None
         self.loader = ClipLoader(
             self.train_clips, batch_size=config.train.batch_size, rank=dist.rank, world_size=dist.world_size
         )
-        self.val_loader = None
-        if self.val_subset:
-            val_clips = build_clip_dataset(self.dataset, subset=self.val_subset, config=config.data, train=False)
-            self.val_loader = ClipLoader(
-                val_clips, batch_size=config.train.batch_size, rank=dist.rank, world_size=dist.world_size, shuffle=False
+        self.validation = (
+            eval_split(
+                self.dataset,
+                classes=self.classes,
+                what="the model",
+                config=config.data,
+                subset=config.train.val_subset,
+                batch_size=config.train.batch_size,
+                rank=dist.rank,
+                world_size=dist.world_size,
+                required=bool(config.train.val_subset),
             )
+            if config.train.eval_every
+            else None
+        )
 
         self.model = build_model_for_config(config, num_classes=len(self.classes))
         cuda = dist.device.type == "cuda"
@@ -135,12 +171,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.amp_dtype))
         self.checkpoints = CheckpointManager(self.output_url, keep_last=config.train.keep_last)
 
-        self.epoch, self.consumed, self.step = 0, 0, 0
-        resumed = self.checkpoints.load_latest(map_location="cpu")
+        self.step = 0
+        resumed = TrainingState.load_latest(self.checkpoints)
         if resumed is not None:
-            self._restore(*resumed)
-        elif config.model.pretrained:
-            load_pretrained(self.model, config.model.pretrained)
+            self._restore(resumed)
+        else:
+            self.loader.set_epoch(0)
+            if config.model.pretrained:
+                load_pretrained(self.model, config.model.pretrained)
         # Records logged after the checkpoint we resume from will be logged again: drop them.
         self.metrics = MetricsWriter(self.output_url, enabled=dist.is_main, drop_after_step=self.step)
         self.ddp = (
@@ -148,7 +186,11 @@ class Trainer:
             if dist.world_size > 1
             else self.model
         )
-        self._sample_log = self._open_sample_log()
+        self.ledger = (
+            SampleLedger(config.train.sample_log, rank=dist.rank, resumed_step=self.step)
+            if config.train.sample_log
+            else None
+        )
         if dist.is_main:
             logger.info("device %s, autocast %s", describe_device(dist.device), self.amp_dtype or "off")
             logger.info(
@@ -162,121 +204,72 @@ class Trainer:
                 config.train.batch_size,
                 self.output_url,
             )
-            resolved = _yaml_bytes(config_to_dict(config))
-            logger.info("resolved config:\n%s", resolved.decode().rstrip())
-            storage.write_bytes(storage.join(self.output_url, "config.yaml"), resolved)
+            resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+            logger.info("resolved config:\n%s", resolved.rstrip())
+            storage.write_bytes(storage.join(self.output_url, "config.yaml"), resolved.encode())
 
     # -- state -------------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.scheduler.state_dict(),
-            "grad_scaler": self.scaler.state_dict(),
-            "sampler": {"epoch": self.epoch, "consumed": self.consumed, "num_samples": len(self.train_clips)},
-            "train_state": {"step": self.step, "world_size": self.dist.world_size},
-            "config": config_to_dict(self.config),
-            "classes": list(self.classes),
-        }
-
-    def _restore(self, step: int, state: dict[str, Any]) -> None:
-        if state.get("classes") != list(self.classes):
+    def _restore(self, state: TrainingState) -> None:
+        if state.model.classes != list(self.classes):
             raise ConfigError(
                 f"the checkpoint in {self.output_url} was trained on other classes; use a new --output "
                 "or the dataset it was trained on"
             )
-        sampler = state["sampler"]
-        if sampler["num_samples"] != len(self.train_clips):
-            raise ConfigError(
-                f"the checkpoint in {self.output_url} saw {sampler['num_samples']} training samples, the dataset "
-                f"now has {len(self.train_clips)}; resume needs the same dataset (or use a new --output)"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["lr_scheduler"])
-        restore_grad_scaler(self.scaler, state.get("grad_scaler") or {})
-        self.epoch, self.consumed, self.step = sampler["epoch"], sampler["consumed"], step
+        self.loader.load_state_dict(state.data)
+        self.model.load_state_dict(state.model.weights)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.lr_scheduler)
+        restore_grad_scaler(self.scaler, dict(state.grad_scaler))
+        self.step = state.step
         if self.dist.is_main:
             logger.info(
                 "resumed from step %d: epoch %d, %d of %d samples done (was world size %d, now %d)",
-                step,
-                self.epoch,
-                self.consumed,
+                self.step,
+                self.loader.epoch,
+                self.loader.consumed,
                 len(self.train_clips),
-                state["train_state"].get("world_size", 0),
+                state.world_size,
                 self.dist.world_size,
             )
+
+    def training_state(self) -> TrainingState:
+        """Everything a checkpoint of this step holds."""
+        return TrainingState(
+            model=TrainedModel(
+                step=self.step, config=self.config, classes=list(self.classes), weights=self.model.state_dict()
+            ),
+            optimizer=self.optimizer.state_dict(),
+            lr_scheduler=self.scheduler.state_dict(),
+            grad_scaler=self.scaler.state_dict(),
+            data=self.loader.state_dict(),
+            world_size=self.dist.world_size,
+        )
 
     def save_checkpoint(self) -> None:
         """Rank 0 writes; every rank waits, so no rank runs ahead of the newest checkpoint."""
         if self.dist.is_main:
             started = time.perf_counter()
-            url = self.checkpoints.save(self.step, self._state(), epoch=self.epoch)
+            url = self.training_state().save(self.checkpoints)
             logger.info("checkpoint %s (%.1f s)", url, time.perf_counter() - started)
         barrier()
-        self._flush_sample_log()
+        if self.ledger is not None:
+            self.ledger.checkpoint(self.step)
 
     # -- loop --------------------------------------------------------------------------------
 
     def train(self) -> TrainResult:
-        config, dist = self.config, self.dist
-        num_samples = len(self.train_clips)
-        global_batch = config.train.batch_size * dist.world_size
+        config, dist, loader = self.config, self.dist, self.loader
         final_eval = None
-        while self.epoch < config.train.epochs:
-            self.loader.set_epoch(self.epoch, self.consumed)
-            self.ddp.train()
-            # Ranks take strided shares of what is left; shares differ by at most one sample, so a
-            # rank may run one step fewer. Steps where every rank takes a full batch keep the
-            # consumed samples a prefix of the epoch's order: only those may checkpoint mid-epoch.
-            remaining = num_samples - self.consumed
-            full_steps = (remaining // dist.world_size) // config.train.batch_size
-            steps_in_epoch = math.ceil(math.ceil(remaining / dist.world_size) / config.train.batch_size)
-            epoch_start_step = self.step
-            # A bar only for a person at a terminal; pods get the periodic log lines instead.
-            self._progress = tqdm(
-                total=steps_in_epoch,
-                desc=f"epoch {self.epoch + 1}/{config.train.epochs}",
-                unit="step",
-                disable=not (dist.is_main and sys.stderr.isatty()),
-                leave=False,
-                dynamic_ncols=True,
-            )
-            started, waited, clips = time.perf_counter(), 0.0, 0
-            ready = time.perf_counter()
-            # Every rank runs the same steps_in_epoch steps: DDP's collectives pair up only if all
-            # ranks run each step. A rank whose share ended, or whose whole batch was unreadable,
-            # runs an idle step (zero loss) instead of skipping it.
-            batches = iter(self.loader)
-            for step_in_epoch in range(1, steps_in_epoch + 1):
-                batch = next(batches, None)
-                waited += time.perf_counter() - ready
-                self.step = epoch_start_step + step_in_epoch
-                seed_step(config.train.seed, rank=dist.rank, step=self.step)
-                loss = self._train_step(batch)
-                if batch is not None and batch["video"] is not None:
-                    clips += len(batch["video"])
-                self.consumed = min(num_samples, self.consumed + global_batch)
-                self.scheduler.step(self._epoch_position())
-                if batch is not None:
-                    self._record_samples(batch)
-                self._progress.update(1)
-                if self.step % config.train.log_every == 0 and loss is not None:
-                    self._log_step(loss, clips, started, waited)
-                every = config.train.checkpoint_every
-                if every and self.step % every == 0 and step_in_epoch <= full_steps and self.consumed < num_samples:
-                    self.save_checkpoint()
-                ready = time.perf_counter()
-            next(batches, None)  # lets the loader finish its epoch (bad-sample accounting, workers)
-            self._progress.close()
-            self.epoch += 1
-            self.consumed = 0
-            if self.val_loader is not None and self.epoch % config.train.eval_every == 0:
+        while loader.epoch < config.train.epochs:
+            self._train_epoch()
+            loader.end_epoch()
+            if self.validation is not None and loader.epoch % config.train.eval_every == 0:
                 final_eval = self._evaluate()
             self.save_checkpoint()
         self.metrics.close()
-        self._close_sample_log()
+        if self.ledger is not None:
+            self.ledger.close()
         export_url = None
         if dist.is_main:
             confusion = torch.tensor(final_eval["confusion"]) if final_eval else None
@@ -286,28 +279,55 @@ class Trainer:
         return TrainResult(
             output_url=self.output_url,
             last_step=self.step,
-            epochs=self.epoch,
+            epochs=loader.epoch,
             final_eval=final_eval,
             export_url=export_url,
+            is_main=dist.is_main,
         )
 
-    def _export(self, final_eval: dict | None) -> str:
-        """OpenVINO export of the final weights to OUTPUT/export (rank 0, after the last checkpoint)."""
-        from actiontrain.export import EXPORT_DIR, export_model
-
-        started = time.perf_counter()
-        metrics = {key: value for key, value in (final_eval or {}).items() if key not in ("confusion", "predictions")}
-        result = export_model(
-            self.model,
-            classes=self.classes,
-            config=self.config,
-            output_url=storage.join(self.output_url, EXPORT_DIR),
-            precision=self.config.train.export_precision,
-            metrics=metrics,
-            step=self.step,
+    def _train_epoch(self) -> None:
+        """The rest of the current epoch, from wherever the loader stands."""
+        config, dist, loader = self.config, self.dist, self.loader
+        self.ddp.train()
+        # Every rank runs the same steps: DDP's collectives pair up only if all ranks run each
+        # step. A rank whose share ended, or whose whole batch was unreadable, runs an idle step.
+        steps = loader.steps_left()
+        full_steps = loader.full_steps_left()
+        # A bar only for a person at a terminal; pods get the periodic log lines instead.
+        self._progress = tqdm(
+            total=steps,
+            desc=f"epoch {loader.epoch + 1}/{config.train.epochs}",
+            unit="step",
+            disable=not (dist.is_main and sys.stderr.isatty()),
+            leave=False,
+            dynamic_ncols=True,
         )
-        logger.info("exported to %s (%s; %.1f s)", result.url, result.parity.describe(), time.perf_counter() - started)
-        return result.url
+        started, waited, clips = time.perf_counter(), 0.0, 0
+        ready = time.perf_counter()
+        batches = iter(loader)
+        for step_in_epoch in range(1, steps + 1):
+            batch = next(batches, None)
+            waited += time.perf_counter() - ready
+            self.step += 1
+            seed_step(config.train.seed, rank=dist.rank, step=self.step)
+            loss = self._train_step(batch)
+            if batch is not None and batch["video"] is not None:
+                clips += len(batch["video"])
+            if self.ledger is not None and batch is not None:
+                self.ledger.record(epoch=loader.epoch, step=self.step, indices=batch["index"].tolist())
+            loader.advance()
+            self.scheduler.step(loader.epoch_position())
+            self._progress.update(1)
+            if self.step % config.train.log_every == 0 and loss is not None:
+                self._log_step(loss, clips, started, waited)
+            # Only after a step where every rank took a full batch are the consumed samples a
+            # prefix of the epoch's order; the epoch's last step is followed by its own checkpoint.
+            every = config.train.checkpoint_every
+            if every and self.step % every == 0 and step_in_epoch <= full_steps and not loader.epoch_done:
+                self.save_checkpoint()
+            ready = time.perf_counter()
+        next(batches, None)  # lets the loader finish its epoch (bad-sample accounting, workers)
+        self._progress.close()
 
     def _train_step(self, batch: dict[str, Any] | None) -> torch.Tensor | None:
         """One optimizer step; returns the detached loss (a tensor: no GPU sync until logged).
@@ -360,18 +380,18 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
-    def _epoch_position(self) -> float:
-        return epoch_position(self.epoch, consumed=self.consumed, num_samples=len(self.train_clips))
+    # -- reporting ---------------------------------------------------------------------------
 
     def _log_step(self, loss_tensor: torch.Tensor, clips: int, started: float, waited: float) -> None:
         loss = float(loss_tensor)
         elapsed = max(time.perf_counter() - started, 1e-9)
         lr = self.optimizer.param_groups[0]["lr"]
         throughput = clips * self.dist.world_size / elapsed
+        position = self.loader.epoch_position()
         record = {
             "kind": "train",
             "step": self.step,
-            "epoch": round(self._epoch_position(), 4),
+            "epoch": round(position, 4),
             "loss": round(loss, 5),
             "lr": lr,
             "throughput(clips/s)": round(throughput, 2),
@@ -381,9 +401,11 @@ class Trainer:
             record["memory/cuda_max_allocated(GiB)"] = round(torch.cuda.max_memory_allocated(self.dist.device) / 2**30, 3)
         self.metrics.log(record)
         if not self._progress.disable:
-            self._progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", clips_s=f"{throughput:.1f}", data=f"{record['time/data_wait(%)']:.0f}%")
+            self._progress.set_postfix(
+                loss=f"{loss:.3f}", lr=f"{lr:.1e}", clips_s=f"{throughput:.1f}", data=f"{record['time/data_wait(%)']:.0f}%"
+            )
         elif self.dist.is_main:
-            remaining = (self.config.train.epochs - self._epoch_position()) * len(self.train_clips)
+            remaining = (self.config.train.epochs - position) * len(self.train_clips)
             eta = remaining / max(throughput, 1e-9)
             logger.info(
                 "step %d  epoch %.2f  loss %.3f  lr %.2e  clips/s %.1f  data %.0f%%  eta %s",
@@ -397,65 +419,49 @@ class Trainer:
             )
 
     def _evaluate(self) -> dict:
-        self.val_loader.set_epoch(0)  # fixed views; lets the loader fetch remote media ahead
         result = evaluate(
             self.model,
-            self.val_loader,
+            self.validation.loader,
             num_classes=len(self.classes),
             device=self.dist.device,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             amp_dtype=self.amp_dtype,
+            memory_format=self.memory_format,
             # A batch of videos holds batch x views clips (3 crops x 10 clips = 30 views each);
             # without gradients, twice the training batch fits wherever training does.
             max_clips_per_forward=2 * self.config.train.batch_size,
         ).to_dict()
-        record = {"kind": "eval", "step": self.step, "epoch": self.epoch, "subset": self.val_subset}
+        epoch = self.loader.epoch
+        record = {"kind": "eval", "step": self.step, "epoch": epoch, "subset": self.validation.subset}
         record.update({key: result[key] for key in ("top1", "top5", "num_videos", "loss") if key in result})
         self.metrics.log(record)
         if self.dist.is_main:
             logger.info(
                 "eval epoch %d on %s: top1 %.1f%%  top5 %.1f%%  (%d videos)",
-                self.epoch,
-                self.val_subset,
+                epoch,
+                self.validation.subset,
                 100 * result["top1"],
                 100 * result["top5"],
                 result["num_videos"],
             )
         return result
 
-    # -- per-sample ledger (train.sample_log) ---------------------------------------------------
-
-    def _open_sample_log(self):
-        folder = self.config.train.sample_log
-        if not folder:
-            return None
-        os.makedirs(folder, exist_ok=True)
-        # One file per process of each incarnation (torchrun restart, or a new job) of the run.
-        incarnation = f"{os.environ.get('TORCHELASTIC_RUN_ID', 'local')}.{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-        path = os.path.join(folder, f"{incarnation}.rank{self.dist.rank}.pid{os.getpid()}.log")
-        file = open(path, "a", encoding="utf-8")
-        # Anything earlier incarnations logged after this step was redone from the checkpoint.
-        file.write(f"resume {self.step} {time.time():.6f} {incarnation}\n")
-        file.flush()
-        return file
-
-    def _record_samples(self, batch: dict[str, Any]) -> None:
-        if self._sample_log is not None:
-            for index in batch["index"].tolist():
-                self._sample_log.write(f"sample {self.epoch} {self.step} {index}\n")
-            self._sample_log.flush()
-            os.fsync(self._sample_log.fileno())
-
-    def _close_sample_log(self) -> None:
-        if self._sample_log is not None:
-            self._sample_log.close()
-            self._sample_log = None
-
-    def _flush_sample_log(self) -> None:
-        if self._sample_log is not None:
-            self._sample_log.write(f"checkpoint {self.step}\n")
-            self._sample_log.flush()
+    def _export(self, final_eval: dict | None) -> str:
+        """OpenVINO export of the final weights to OUTPUT/export (rank 0, after the last checkpoint)."""
+        started = time.perf_counter()
+        metrics = {key: value for key, value in (final_eval or {}).items() if key not in ("confusion", "predictions")}
+        result = export_model(
+            self.model,
+            classes=self.classes,
+            config=self.config,
+            output_url=storage.join(self.output_url, EXPORT_DIR),
+            precision=self.config.train.export_precision,
+            metrics=metrics,
+            step=self.step,
+        )
+        logger.info("exported to %s (%s; %.1f s)", result.url, result.parity.describe(), time.perf_counter() - started)
+        return result.url
 
 
 def _duration(seconds: float) -> str:
@@ -464,9 +470,3 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def _yaml_bytes(values: dict) -> bytes:
-    import yaml
-
-    return yaml.safe_dump(values, sort_keys=False).encode()

@@ -14,7 +14,7 @@ import torch
 from actiontrain.data.synth import synthesize
 from actiontrain.distributed import destroy_distributed
 from actiontrain.recipe import load_config
-from actiontrain.trainer import Trainer
+from actiontrain.tasks.train import Trainer
 
 # cpu_smoke with 8 frames at interval 2 (the motion spans the clip) and no dropout; evaluation once
 # at the end. The schedule is the recipe's: warm-up, then x0.1 for the last epochs.

@@ -12,7 +12,7 @@ from model_api.models import Model
 from actiontrain.data.synth import synthesize
 from actiontrain.errors import ConfigError, NotFoundError
 from actiontrain.export.manifest import MANIFEST_FILE
-from actiontrain.export.quantize import quantize_export
+from actiontrain.tasks.optimize import quantize_export
 from actiontrain.export.store import local_export
 from actiontrain.inference import Predictor
 
@@ -65,7 +65,7 @@ def test_only_fp32_exports_are_quantized(int8, motion, tmp_path):
 def test_other_classes_are_refused(motion, tmp_path):
     other = str(tmp_path / "other")
     synthesize(other, format="ucf101", num_classes=2, videos_per_class=3, num_frames=(12, 14))
-    with pytest.raises(ConfigError, match="calibrate on the dataset the model was trained for"):
+    with pytest.raises(ConfigError, match="has 2 classes, the export 3, .*; use the dataset the export was trained on"):
         quantize_export(motion.export, other, str(tmp_path / "x"))
 
 

@@ -21,8 +21,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from actiontrain import storage
+from actiontrain.data.catalog import load_dataset
+from actiontrain.data.check import check_dataset
+from actiontrain.data.convert import convert_dataset
+from actiontrain.data.synth import synthesize
 from actiontrain.embedded_s3 import EmbeddedS3
 from actiontrain.errors import ActionTrainError
+from actiontrain.export.store import pull
+from actiontrain.tasks.predict import predict
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -98,10 +104,6 @@ def _pipeline(
     videos_per_class: int,
     num_processes: int,
 ) -> None:
-    from actiontrain.data.catalog import load_dataset
-    from actiontrain.data.check import check_dataset
-    from actiontrain.data.convert import convert_dataset
-    from actiontrain.data.synth import synthesize
 
     dataset_url = f"{bucket}/datasets/ucf101-synth"
     with stage("generate sample dataset"):
@@ -128,8 +130,6 @@ def _pipeline(
         result.locations["checkpoints"] = storage.join(output_url, "checkpoints")
         result.locations["OpenVINO export"] = storage.join(output_url, "export")
 
-    from actiontrain.export.store import pull
-
     model_dir = os.path.join(workdir, "model")
     with stage("pull the export (checksums verified)"):
         shutil.rmtree(model_dir, ignore_errors=True)
@@ -140,8 +140,6 @@ def _pipeline(
         result.locations["metrics and plot (local)"] = os.path.join(workdir, "training.png")
         top1 = manifest.metrics.get("top1")
         result.facts["validation top-1 at export"] = None if top1 is None else f"{top1:.1%}"
-
-    from actiontrain.inference import predict
 
     sample = load_dataset(internal_url).samples("test")[0]
     with stage("predict on a test video (OpenVINO, CPU)"):

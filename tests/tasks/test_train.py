@@ -7,16 +7,21 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 import torch
+from ledger_audit import assert_exactly_once
 
 from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.data.synth import synthesize
 from actiontrain.distributed import destroy_distributed
+from actiontrain.errors import ConfigError
 from actiontrain.recipe import load_config
 from actiontrain.data.sampler import ResumableDistributedSampler
-from actiontrain.trainer import Trainer, restore_grad_scaler
+from actiontrain.tasks.train import Trainer, restore_grad_scaler
+from actiontrain.trained_model import TrainingState
 
 ACTIONTRAIN = os.path.join(os.path.dirname(sys.executable), "actiontrain")
 TINY = ["train.log_every=1", "data.num_workers=0", "train.batch_size=2"]
@@ -51,16 +56,16 @@ def test_a_run_leaves_checkpoints_metrics_and_plots(dataset, tmp_path):
     assert [r["epoch"] for r in evals] == [1, 2] and all(0.0 <= r["top1"] <= 1.0 for r in evals)
     assert open(os.path.join(output, "training.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "clip_len: 4" in open(os.path.join(output, "config.yaml")).read()
-    state = CheckpointManager(output).load(6)
-    assert state["sampler"] == {"epoch": 2, "consumed": 0, "num_samples": 6}
-    assert state["classes"] == ["MoveLeft", "MoveRight", "MoveUp"]
+    state = TrainingState.load(f"{output}/checkpoints/step-00000006")
+    assert dict(state.data) == {"epoch": 2, "consumed": 0, "seed": 0, "num_samples": 6}
+    assert state.model.classes == ["MoveLeft", "MoveRight", "MoveUp"]
 
 
 def test_a_rerun_resumes_instead_of_starting_over(dataset, tmp_path):
     output = str(tmp_path / "run")
     _run(dataset, output, "train.epochs=1")
     trainer, result = _run(dataset, output, "train.epochs=2")
-    assert (trainer.epoch, result.last_step) == (2, 6)
+    assert (trainer.loader.epoch, result.last_step) == (2, 6)
     records = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
     train_steps = [r["step"] for r in records if r["kind"] == "train"]
     assert train_steps == list(range(1, 7))  # the second run logged only steps 4-6, after the first run's 1-3
@@ -70,8 +75,30 @@ def test_a_rerun_resumes_instead_of_starting_over(dataset, tmp_path):
 def test_mid_epoch_checkpoint_resumes_at_the_sample_count(dataset, tmp_path):
     output = str(tmp_path / "run")
     _run(dataset, output, "train.epochs=1", "train.checkpoint_every=2", "train.eval_every=0")
-    state = CheckpointManager(output).load(2)
-    assert state["sampler"]["epoch"] == 0 and state["sampler"]["consumed"] == 4
+    state = TrainingState.load(CheckpointManager(output).step_url(2))
+    assert (state.step, state.data["epoch"], state.data["consumed"]) == (2, 0, 4)
+
+
+def test_a_restart_with_another_data_seed_keeps_the_checkpointed_order(dataset, tmp_path, monkeypatch, caplog):
+    output, ledger = str(tmp_path / "run"), str(tmp_path / "ledger")
+    logged = ("train.checkpoint_every=1", "train.eval_every=0", f"train.sample_log={ledger}")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "first")
+    _run(dataset, output, "train.epochs=1", *logged)
+    # The first run died after step 1's checkpoint: steps 2 and 3 and their checkpoints never were.
+    manager = CheckpointManager(output)
+    for step in (2, 3):
+        for name in ("COMMITTED", "state.pt"):
+            storage.remove(f"{manager.step_url(step)}/{name}")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "second")
+    with caplog.at_level("WARNING", logger="actiontrain"):
+        trainer, _ = _run(dataset, output, "train.epochs=2", "data.seed=7", *logged)
+    assert "data.seed is 7 but this run's data order was drawn with seed 0: resuming keeps 0" in caplog.text
+    assert_exactly_once(ledger, num_samples=6, epochs=2)
+    # Not only the interrupted epoch: the whole run keeps the order it started with.
+    lines = next(Path(ledger).glob("second.*")).read_text().splitlines()
+    second_epoch = [int(line.split()[3]) for line in lines if line.startswith("sample 1 ")]
+    assert second_epoch == ResumableDistributedSampler(6, seed=0).global_order(1)
+    assert trainer.loader.state_dict()["seed"] == 0
 
 
 def test_a_run_that_asks_for_it_ends_with_a_verified_openvino_export(dataset, tmp_path):
@@ -116,8 +143,6 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(dataset, tm
 
 
 def test_other_dataset_in_the_same_output_is_refused(dataset, tmp_path):
-    from actiontrain.errors import ConfigError
-
     output = str(tmp_path / "run")
     _run(dataset, output, "train.epochs=1", "train.eval_every=0")
     other = str(tmp_path / "other")
@@ -143,7 +168,7 @@ def test_two_processes_under_torchrun_from_s3_to_s3(s3_bucket, s3_env):
     assert "process group initialised: backend gloo, world size 2" in result.stderr
     manager = CheckpointManager(output)
     assert manager.latest_step() == 6  # 3 steps per epoch (the longer share: 5 clips in batches of 2)
-    assert manager.load(5)["sampler"] == {"epoch": 1, "consumed": 8, "num_samples": 9}
+    assert dict(TrainingState.load(manager.step_url(5)).data) == {"epoch": 1, "consumed": 8, "seed": 0, "num_samples": 9}
     assert storage.exists(f"{output}/metrics.jsonl") and storage.exists(f"{output}/training.png")
     evaluated = subprocess.run(
         [ACTIONTRAIN, "eval", "--checkpoint", output, "--data", data, "--json"],

@@ -1,10 +1,10 @@
-"""Video-level evaluation: every view of a video scored, softmax averaged, gathered over ranks."""
+"""Video-level evaluation of any model on a loader: every view scored, softmax averaged, gathered over ranks."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,7 @@ def _score_batch(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     max_clips_per_forward: int | None,
+    memory_format: torch.memory_format,
 ) -> torch.Tensor:
     """``(B, K)`` float32 probabilities, averaged over each video's views."""
     video = _views(video)
@@ -104,7 +105,7 @@ def _score_batch(
     probabilities = []
     with autocast:
         for part in clips.split(chunk):
-            logits = model(part.to(device, non_blocking=True))
+            logits = model(part.to(device, non_blocking=True, memory_format=memory_format))
             if logits.ndim != 2 or logits.shape[1] != num_classes:
                 raise ConfigError(
                     f"the model outputs shape {tuple(logits.shape)} for {part.shape[0]} clips, expected "
@@ -123,6 +124,7 @@ def _local_rows(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     max_clips_per_forward: int | None,
+    memory_format: torch.memory_format,
 ) -> tuple[torch.Tensor, set[int]]:
     """This rank's per-video rows (see ``_INDEX``...) on the CPU, and the indices it could not read."""
     top_k = min(5, num_classes)
@@ -146,6 +148,7 @@ def _local_rows(
             device=device,
             amp_dtype=amp_dtype,
             max_clips_per_forward=max_clips_per_forward,
+            memory_format=memory_format,
         ).to(torch.float64)
         labels = labels.to(probs.device)
         indices = torch.as_tensor(batch["index"], dtype=torch.long).to(probs.device)
@@ -233,6 +236,7 @@ def evaluate(
     world_size: int = 1,
     amp_dtype: torch.dtype | None = None,
     max_clips_per_forward: int | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> EvalResult:
     """Scores every video of ``loader`` and gathers the metrics of all ranks.
 
@@ -257,6 +261,7 @@ def evaluate(
             model's own precision.
         max_clips_per_forward: Most clips per forward pass (a batch of 8 videos with 30 views
             is 240 clips); None sends each batch's views at once.
+        memory_format: Layout of the clips fed to the model (the trainer's, e.g. channels-last-3d).
 
     Returns:
         The metrics over the labelled videos of all ranks.
@@ -291,6 +296,7 @@ def evaluate(
                 device=device,
                 amp_dtype=amp_dtype,
                 max_clips_per_forward=max_clips_per_forward,
+                memory_format=memory_format,
             )
     finally:
         for module, training in modes:
@@ -299,57 +305,3 @@ def evaluate(
     if distributed:
         rows, num_skipped = _gather_rows(rows, num_skipped, device=device)
     return _metrics(_dedup(rows), num_classes=num_classes, num_skipped=num_skipped)
-
-
-def evaluate_checkpoint(
-    checkpoint_url: str,
-    data_url: str,
-    *,
-    subset: str = "",
-    format: str | None = None,
-    split: int = 1,
-    overrides: Sequence[str] = (),
-) -> dict:
-    """``actiontrain eval``: a checkpoint (or a run's newest) on a dataset subset, in this process.
-
-    Args:
-        checkpoint_url: A ``checkpoints/step-N`` folder, or a training output URL.
-        data_url: Dataset root.
-        subset: Subset to evaluate; default the first of validation, val, test.
-        overrides: ``data.*`` overrides of the configuration saved in the checkpoint.
-
-    Returns:
-        The summary (``top1``, ``top5``, ``num_videos``, ...) plus ``subset`` and ``step``.
-
-    Raises:
-        NotFoundError: no committed checkpoint there.
-        ConfigError: the dataset's classes differ from the checkpoint's.
-    """
-    from actiontrain.checkpoint import load_checkpoint
-    from actiontrain.data.catalog import load_dataset
-    from actiontrain.data.dataset import build_clip_dataset
-    from actiontrain.data.loader import ClipLoader
-    from actiontrain.errors import NotFoundError
-    from actiontrain.model import build_model_for_config
-    from actiontrain.recipe import apply_overrides, config_from_dict
-    from actiontrain.trainer import choose_val_subset
-
-    step, state = load_checkpoint(checkpoint_url)
-    config = config_from_dict(apply_overrides(state["config"], overrides))
-    dataset = load_dataset(data_url, format=format, split=split)
-    if dataset.classes != list(state["classes"]):
-        raise ConfigError(
-            f"{data_url} has classes {dataset.classes[:5]}..., the checkpoint {state['classes'][:5]}...; "
-            "evaluate on the dataset the model was trained for"
-        )
-    subset = choose_val_subset(dataset, subset)
-    if subset is None:
-        raise NotFoundError(f"{data_url} has no validation, val or test subset; pass --subset")
-    model = build_model_for_config(config, num_classes=len(dataset.classes))
-    model.load_state_dict(state["model"])
-    clips = build_clip_dataset(dataset, subset=subset, config=config.data, train=False)
-    loader = ClipLoader(clips, batch_size=config.train.batch_size, shuffle=False)
-    loader.set_epoch(0)
-    result = evaluate(model, loader, num_classes=len(dataset.classes), device=torch.device("cpu"))
-    return {**result.summary(), "subset": subset, "step": step}
-

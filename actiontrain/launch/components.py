@@ -214,8 +214,8 @@ def _parse_j(j: str) -> Tuple[int, int, int, str]:
     usage = "-j must be [MIN:]MAXxNPROC (nodes x processes per node), e.g. 1x2, 2x8 or 1:4x8 for elastic 1 to 4 nodes"
     try:
         min_nnodes, max_nnodes, nproc_per_node, nnodes = dist.parse_nnodes(j)
-    except ValueError:
-        raise ConfigError(f"{usage}; got {j!r}") from None
+    except ValueError as error:
+        raise ConfigError(f"{usage}; got {j!r}") from error
     if nproc_per_node < 1 or max_nnodes < 1 or min_nnodes > max_nnodes:
         raise ConfigError(f"{usage}, with NPROC >= 1 and 1 <= MAX and MIN <= MAX; got {j!r}")
     return min_nnodes, max_nnodes, nproc_per_node, nnodes
@@ -226,7 +226,7 @@ def _resource(*, cpu: int, gpu: int, memMB: int, h: Optional[str]) -> specs.Reso
         try:
             return specs.resource(h=h)
         except KeyError as error:
-            raise ConfigError(f"-h {h!r}: {error.args[0]}") from None
+            raise ConfigError(f"-h {h!r}: {error.args[0]}") from error
     _check_not_negative(cpu=cpu, gpu=gpu, memMB=memMB)
     return specs.resource(cpu=cpu, gpu=gpu, memMB=memMB)
 

@@ -187,8 +187,8 @@ class TrainConfig:
     """Where to train: auto (this rank's GPU when CUDA works, else the CPU), cuda (fail fast without one) or cpu."""
     amp: bool = True
     """Mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler); ignored on CPU."""
-    channels_last: bool = True
-    """channels-last-3d memory format for the model and its inputs (CPU and CUDA; faster on both)."""
+    channels_last: bool | Literal["auto"] = "auto"
+    """channels-last-3d memory format: auto (where it measured faster: CUDA, AVX-512 CPUs), true or false."""
     export: bool = True
     """Export to OpenVINO (OUTPUT/export) at the end of training."""
     export_precision: str = "fp32"

@@ -21,6 +21,7 @@ from actiontrain.model import (
     build_model,
     count_parameters,
     load_pretrained,
+    memory_format_for,
 )
 
 # Small clips keep every test on CPU in well under a second per forward pass.
@@ -256,3 +257,18 @@ def test_missing_backbone_keys_raise_config_error(tmp_path: Path) -> None:
 def test_missing_file_raises_storage_error(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="not found"):
         load_pretrained(build_model(num_classes=4, **SMALL), os.fspath(tmp_path / "absent.pt"))
+
+
+@pytest.mark.parametrize(
+    ("device", "capability", "setting", "expected"),
+    [
+        ("cuda", "AVX2", "auto", torch.channels_last_3d),
+        ("cpu", "AVX512", "auto", torch.channels_last_3d),
+        ("cpu", "AVX2", "auto", torch.contiguous_format),
+        ("cpu", "AVX2", True, torch.channels_last_3d),
+        ("cuda", "AVX512", False, torch.contiguous_format),
+    ],
+)
+def test_channels_last_goes_where_it_measured_faster_unless_set(monkeypatch, device, capability, setting, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert memory_format_for(device, setting) == expected

@@ -17,6 +17,7 @@ from torch import nn
 from actiontrain.config import Config
 from actiontrain.errors import ConfigError
 from actiontrain.export.manifest import input_shape
+from actiontrain.model import memory_format_for
 
 __all__ = [
     "INPUT_LAYOUT",
@@ -222,10 +223,12 @@ def check_parity(
     expected_shape = tuple(compiled.input(0).shape)[2:]
     if tuple(clips.shape[1:]) != expected_shape:
         raise ConfigError(f"parity clips have shape {tuple(clips.shape[1:])} per clip, the export takes {expected_shape}")
-    network = _cpu_copy(model)
+    # PyTorch's side in the layout it runs fastest in here (the values do not depend on it).
+    layout = memory_format_for("cpu")
+    network = _cpu_copy(model).to(memory_format=layout)
     clips = clips.detach().to("cpu", torch.float32)
     with torch.inference_mode():
-        reference = network(clips).numpy()
+        reference = network(clips.contiguous(memory_format=layout)).numpy()
     request = compiled.create_infer_request()
     converted = np.stack([request.infer({0: clip[None, None].numpy()})[0][0] for clip in clips])
     atol, rtol = PARITY_TOLERANCES[precision]

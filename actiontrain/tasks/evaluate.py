@@ -11,6 +11,7 @@ from actiontrain.data.eval_split import EvalSplit, eval_split
 from actiontrain.evaluation import EvalResult, evaluate
 from actiontrain.export.store import LocalExport
 from actiontrain.inference import Predictor
+from actiontrain.model import memory_format_for
 from actiontrain.trained_model import TrainedModel
 
 __all__ = ["evaluate_checkpoint", "score_export"]
@@ -52,12 +53,14 @@ def evaluate_checkpoint(
         subset=subset,
         batch_size=trained.config.train.batch_size,
     )
+    layout = memory_format_for("cpu", trained.config.train.channels_last)
     result = evaluate(
-        trained.build_model(),
+        trained.build_model().to(memory_format=layout),
         chosen.loader,
         num_classes=len(trained.classes),
         device=torch.device("cpu"),
         max_clips_per_forward=2 * trained.config.train.batch_size,
+        memory_format=layout,
     )
     return {**result.summary(), "subset": chosen.subset, "step": trained.step}
 

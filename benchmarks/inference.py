@@ -25,7 +25,7 @@ from actiontrain.data.dataset import build_clip_dataset
 from actiontrain.data.loader import ClipLoader
 from actiontrain.data.synth import synthesize
 from actiontrain.export import export_model
-from actiontrain.export.convert import compile_model
+from actiontrain.export.convert import compile_model, openvino_core
 from actiontrain.tasks.optimize import quantize_export
 from actiontrain.model import build_model_for_config, count_parameters
 from actiontrain.recipe import load_config
@@ -167,7 +167,7 @@ def measure_speed(args: argparse.Namespace, work: str, data_url: str) -> dict[st
     started = time.perf_counter()
     with _quiet():
         int8_model = nncf.quantize(
-            ov.Core().read_model(xml),
+            openvino_core().read_model(xml),
             nncf.Dataset([clip[None, None].numpy() for clip in calibration]),
             subset_size=len(calibration),
         )
@@ -223,7 +223,7 @@ def measure_speed(args: argparse.Namespace, work: str, data_url: str) -> dict[st
         "parameters(M)": round(count_parameters(model) / 1e6, 2),
         "latency(ms)": {name: round(1000 * value, 1) for name, value in median.items()},
         "latency_ov_fp32_device_default(ms)": round(1000 * statistics.median(default_latencies), 1),
-        "device_default_precision": ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(),
+        "device_default_precision": openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(),
         "latency_spread": {name: round(value, 2) for name, value in spread.items()},
         "throughput(clips/s)": {name: round(value, 2) for name, value in throughput.items()},
         "parity_fp32_max_abs_diff": exported.parity.max_abs_diff,

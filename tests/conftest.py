@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,15 +13,6 @@ from collections.abc import Iterator
 import pytest
 
 from actiontrain.embedded_s3 import EmbeddedS3
-
-# Block SIGCHLD in the test process (and so in every thread it starts). After the data tests
-# (torch's DataLoader leaves its SIGCHLD handler installed) and the export tests (OpenVINO) have
-# run, the next child to exit killed pytest with a kernel-sent SIGSEGV (si_code SI_KERNEL) while it
-# waited in poll(): reproduced by `pytest tests/data tests/export tests/launch/test_components.py`,
-# cured by this mask alone (root cause not yet found). Children are reaped with waitpid, which
-# does not need the signal.
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[EmbeddedS3]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -30,7 +31,8 @@ __all__ = [
     "compile_model",
     "convert_to_openvino",
     "model_info",
-        "set_model_info",
+    "openvino_core",
+    "set_model_info",
     "synthetic_clips",
 ]
 
@@ -130,6 +132,21 @@ def _cpu_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
 
 
+@functools.cache
+def openvino_core() -> ov.Core:
+    """The process's one ``ov.Core``: every model this package compiles shares its device plugins.
+
+    Each Core loads its own CPU plugin, and the plugin's constructor replaces the calling thread's
+    signal stack (``sigaltstack``) with one it allocates, saving the previous one; its destructor
+    frees that stack, but restores the saved one only if its own is still current. Two plugins
+    released in the order they were made (two predictors, one re-bound after the other) leave
+    the thread's signal stack on freed memory, and the next signal handled in Python (a DataLoader
+    worker's SIGCHLD, Ctrl-C) kills the process with SIGSEGV (scripts/repro/sigchld_segv.py). One
+    Core means one plugin for the whole process: the stack is swapped once and never freed.
+    """
+    return ov.Core()
+
+
 def compile_model(
     model: ov.Model | str | Path, *, device: str = "CPU", inference_precision: str | None = "f32", latency: bool = True
 ) -> ov.CompiledModel:
@@ -146,7 +163,7 @@ def compile_model(
     Raises:
         ConfigError: the device is not available.
     """
-    core = ov.Core()
+    core = openvino_core()
     properties = {"PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
     if inference_precision:
         properties["INFERENCE_PRECISION_HINT"] = inference_precision

@@ -18,7 +18,7 @@ from actiontrain.data.dataset import ClipDataset, build_clip_dataset
 from actiontrain.data.eval_split import eval_split
 from actiontrain.data.loader import ClipLoader
 from actiontrain.errors import ConfigError
-from actiontrain.export.convert import model_info
+from actiontrain.export.convert import model_info, openvino_core
 from actiontrain.export.manifest import MODEL_FILES, MODEL_XML, Manifest, file_entry
 from actiontrain.export.quantize import nncf_version, quantize_model
 from actiontrain.export.store import LocalExport, local_export, publish
@@ -129,7 +129,7 @@ def quantize_export(
     if count < subset_size:
         logger.info("calibrating on all %d views of subset %r (fewer than --subset-size %d)", count, train, subset_size)
     quantized = quantize_model(
-        ov.Core().read_model(str(source.model_xml)),
+        openvino_core().read_model(str(source.model_xml)),
         _CalibrationViews(calibration_clips, limit=count),
         count=count,
         info=model_info(config=config, classes=manifest.classes),

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 
-import openvino as ov
 import pytest
 from exported_models import motion_export
 from model_api.models import Model
 
 from actiontrain.data.synth import synthesize
 from actiontrain.errors import ConfigError, NotFoundError
+from actiontrain.export.convert import openvino_core
 from actiontrain.export.manifest import MANIFEST_FILE
-from actiontrain.tasks.optimize import quantize_export
 from actiontrain.export.store import local_export
 from actiontrain.inference import Predictor
+from actiontrain.tasks.optimize import quantize_export
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_int8_keeps_the_accuracy_and_records_both(motion, int8):
 @pytest.mark.e2e
 def test_int8_ir_is_quantized_and_keeps_model_api_metadata(motion, int8):
     xml = str(local_export(int8.url).model_xml)
-    model = ov.Core().read_model(xml)
+    model = openvino_core().read_model(xml)
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     assert Model.create_model(xml, device="CPU").params.labels == motion.classes
 

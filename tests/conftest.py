@@ -1,7 +1,14 @@
-"""Shared fixtures: a real S3 HTTP server (moto) on loopback, reached through s3fs."""
+"""Shared fixtures (a real S3 HTTP server, moto, on loopback, reached through s3fs) and the test tiers.
+
+Tiers: a test that starts a process (subprocess, multiprocessing: DataLoader workers, torchrun,
+Helm's worker) or a server is end-to-end and carries the ``e2e`` marker; ``pytest -m "not e2e"``
+is the fast unit tier. Tests that use the S3 server fixtures are marked automatically; any other
+unmarked test that starts a process fails and says to mark it, so the tiers stay what they claim.
+"""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import socket
 import subprocess
@@ -67,3 +74,29 @@ def authenticating_s3() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch) -> None:
     monkeypatch.setenv("ACTIONTRAIN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+# Fixtures that start a server: a test using any of them is end-to-end.
+_SERVER_FIXTURES = {"s3_server", "_s3_session_env", "s3_env", "s3_bucket", "authenticating_s3"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a test without the ``e2e`` marker, starting a process is an error that names the fix."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process (subprocess, DataLoader workers, a pool): "
+            "mark it @pytest.mark.e2e, or keep it in-process"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)

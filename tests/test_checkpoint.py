@@ -8,14 +8,13 @@ import json
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
+from s3_gate import Request, S3Gate
 
 from actiontrain import storage
 from actiontrain.checkpoint import MARKER_FILE, POINTER_FILE, STATE_FILE, CheckpointManager
@@ -353,8 +352,14 @@ class TestS3:
         output = storage.join(s3_bucket, "run")
         manager = CheckpointManager(output)
         manager.save(1, {"x": torch.arange(10)})
-        # 112 MiB: above s3fs's 100 MiB threshold, so the upload is multipart and can be caught
-        # in flight, the way a preempted pod dies mid-upload.
+        bucket = s3_bucket.removeprefix("s3://")
+
+        def completes_an_upload(request: Request) -> bool:  # CompleteMultipartUpload
+            return request.method == "POST" and "uploadId" in request.query
+
+        # 112 MiB: above s3fs's 100 MiB threshold, so the state goes up in parts. The gate holds
+        # the request that would complete the upload: every part is stored, the object is not,
+        # and the saving process is killed there, as a preempted pod dies mid-upload.
         child = textwrap.dedent(
             f"""
             import torch
@@ -363,8 +368,24 @@ class TestS3:
             CheckpointManager({output!r}).save(2, state)
             """
         )
-        env = {**os.environ, **s3_env, "ACTIONTRAIN_CACHE_DIR": str(tmp_path / "child-cache")}
-        process = subprocess.Popen([sys.executable, "-c", child], env=env, stderr=subprocess.PIPE)
+        log = tmp_path / "child.log"
+        with S3Gate(s3_server.endpoint, hold=completes_an_upload) as gate, open(log, "wb") as stderr:
+            env = {
+                **os.environ,
+                **s3_env,
+                "AWS_ENDPOINT_URL": gate.endpoint,
+                "ACTIONTRAIN_CACHE_DIR": str(tmp_path / "child-cache"),
+            }
+            process = subprocess.Popen([sys.executable, "-c", child], env=env, stderr=stderr)
+            try:
+                while not gate.held.wait(timeout=0.5):
+                    assert process.poll() is None, f"the save ended without completing an upload: {log.read_text()}"
+            finally:
+                process.kill()
+                process.wait()
+        assert gate.errors == []
+        key = gate.held_request.path.removeprefix(f"/{bucket}/")
+        assert key.endswith("step-00000002/state.pt"), gate.held_request
         client = boto3.client(
             "s3",
             endpoint_url=s3_server.endpoint,
@@ -372,27 +393,16 @@ class TestS3:
             aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
             region_name="us-east-1",
         )
-        bucket = s3_bucket.removeprefix("s3://")
-        try:
-            upload = None
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and process.poll() is None:
-                uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-                if uploads:
-                    upload = uploads[0]
-                    if client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts"):
-                        break  # at least one part is up: truly mid-way
-                time.sleep(0.02)
-            assert process.poll() is None, f"the save finished before it could be killed: {process.stderr.read()!r}"
-            assert upload is not None and upload["Key"].endswith("step-00000002/state.pt")
-        finally:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-        # Killed mid-upload: the multipart upload is left open, no object became visible.
-        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads")
-        leftovers = [path for path in storage.find(manager.root) if path.startswith("step-00000002/")]
-        assert MARKER_FILE not in {path.split("/")[-1] for path in leftovers}
+        # Killed before completing: every part is up, the upload is left open, no object is visible.
+        (upload_id,) = gate.held_request.query["uploadId"]
+        parts = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
+        assert [part["PartNumber"] for part in parts] == [1, 2, 3]
+        assert sum(part["Size"] for part in parts) > 100 << 20
+        assert upload_id in {upload["UploadId"] for upload in client.list_multipart_uploads(Bucket=bucket)["Uploads"]}
+        visible = client.list_objects_v2(Bucket=bucket, Prefix=key.removesuffix(STATE_FILE)).get("Contents", [])
+        assert [item["Key"] for item in visible] == []  # neither the state nor a marker
 
+        storage.url_to_fs(output)[0].invalidate_cache()  # what the killed process wrote, this one did not list
         restarted = CheckpointManager(output)
         assert restarted.list_committed() == [1]
         assert pointer(restarted) == {"step": 1, "path": "step-00000001"}

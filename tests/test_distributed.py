@@ -159,6 +159,7 @@ def _rank_main(local_rank: int, world_size: int, port: int, out_dir: str) -> Non
     Path(out_dir, f"rank{info.rank}.json").write_text(json.dumps(result))
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(120)
 def test_two_gloo_ranks_form_a_group_and_agree_on_one_autocast_dtype(tmp_path):
     mp.spawn(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)

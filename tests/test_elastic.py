@@ -9,19 +9,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
+from pathlib import Path
 
 import psutil
 import pytest
 from ledger_audit import assert_exactly_once, used_samples
+from s3_gate import S3Gate, uploading
 
+from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.data.synth import synthesize
 from actiontrain.distributed import SHARED_STORE_SWITCH
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 EPOCHS = 3
+HELD_STEP = 5
+"""Mid-run, in epoch 1: the job is cut while it saves this step, after step 4's checkpoint."""
+HELD_UPLOAD = uploading(f"/step-{HELD_STEP:08d}/state.pt")
 
 
 def torchrun(nproc: int, data: str, output: str, ledger: str, *, max_restarts: int, job: str = "job-1") -> list[str]:
@@ -36,21 +41,19 @@ def torchrun(nproc: int, data: str, output: str, ledger: str, *, max_restarts: i
     ]
 
 
-def wait_for(predicate, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+def wait_until_held(gate: S3Gate, process: subprocess.Popen, log: Path) -> None:
+    while not gate.held.wait(timeout=0.5):
+        assert process.poll() is None, f"the job ended before saving step {HELD_STEP}: {log.read_text()[-3000:]}"
 
 
-def ledger_mentions(ledger: str, needle: str) -> bool:
+def resumed_steps(ledger: str) -> list[int]:
+    """The step each incarnation's processes resumed from (the ledger's first lines), oldest first."""
+    first_lines = {}
     for path in glob.glob(os.path.join(ledger, "*.log")):
         with open(path, encoding="utf-8") as file:
-            if needle in file.read():
-                return True
-    return False
+            _, step, started, name = file.readline().split()
+        first_lines[name] = (float(started), int(step))
+    return [step for _, step in sorted(first_lines.values())]
 
 
 @pytest.fixture
@@ -63,53 +66,65 @@ def run(tmp_path, s3_bucket, s3_env):
         "data": data,
         "output": f"{s3_bucket}/run",
         "ledger": str(tmp_path / "ledger"),
+        "log": tmp_path / "torchrun.log",
         "env": {**os.environ, **s3_env, SHARED_STORE_SWITCH: "1"},
     }
 
 
 @pytest.mark.e2e
-def test_killed_worker_is_restarted_and_every_sample_used_once(run):
+def test_killed_worker_is_restarted_and_every_sample_used_once(run, s3_server):
     command = torchrun(2, run["data"], run["output"], run["ledger"], max_restarts=1)
-    process = subprocess.Popen(command, env=run["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: ledger_mentions(run["ledger"], "sample 1 "))  # mid-run, in epoch 1
-        victim = int(sorted(glob.glob(os.path.join(run["ledger"], "*.rank1.*.log")))[0].rsplit(".pid", 1)[1][:-4])
-        os.kill(victim, signal.SIGKILL)
-        output, _ = process.communicate(timeout=600)
-    finally:
-        process.kill()
+    # The S3 traffic goes through a gate that holds step 5's checkpoint upload: rank 0 waits in
+    # it, rank 1 at the barrier after it, when rank 1 is killed (a node failure, an OOM kill).
+    with S3Gate(s3_server.endpoint, hold=HELD_UPLOAD) as gate, open(run["log"], "wb") as log:
+        env = {**run["env"], "AWS_ENDPOINT_URL": gate.endpoint}
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_held(gate, process, run["log"])
+            victim = int(sorted(glob.glob(os.path.join(run["ledger"], "*.rank1.*.log")))[0].rsplit(".pid", 1)[1][:-4])
+            os.kill(victim, signal.SIGKILL)
+            process.wait(timeout=600)
+        finally:
+            process.kill()
+    output = run["log"].read_text()
     assert process.returncode == 0, output[-3000:]
-    # The killed incarnation and exactly one restart: the first reconnect succeeds.
-    assert len({os.path.basename(p).split(".rank")[0] for p in glob.glob(os.path.join(run["ledger"], "*.log"))}) == 2
+    assert gate.errors == []
+    # The killed incarnation, then exactly one restart, from the last checkpoint before the cut.
+    assert resumed_steps(run["ledger"]) == [0, HELD_STEP - 1]
     assert CheckpointManager(run["output"]).latest_step() == EPOCHS * 3  # 12 clips / (2 x 2) per step
     assert_exactly_once(run["ledger"], num_samples=12, epochs=EPOCHS)
 
 
 @pytest.mark.e2e
-def test_job_killed_then_resumed_with_one_process_uses_every_sample_once(run):
+def test_job_killed_then_resumed_with_one_process_uses_every_sample_once(run, s3_server):
     command = torchrun(2, run["data"], run["output"], run["ledger"], max_restarts=0)
-    process = subprocess.Popen(command, env=run["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: ledger_mentions(run["ledger"], "sample 1 "))
-        # The whole pod goes: the agent and both workers (torchrun starts each worker in a session
-        # of its own, so killing the agent's process group would leave them running).
-        pod = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-        for member in pod:
-            member.kill()
-        psutil.wait_procs(pod, timeout=60)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    resumed_from = CheckpointManager(run["output"]).latest_step()
-    assert resumed_from is not None and resumed_from < EPOCHS * 3
+    with S3Gate(s3_server.endpoint, hold=HELD_UPLOAD) as gate, open(run["log"], "wb") as log:
+        env = {**run["env"], "AWS_ENDPOINT_URL": gate.endpoint}
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_held(gate, process, run["log"])
+            # The whole pod goes while step 5 is being saved: the agent and both workers (torchrun
+            # starts each worker in a session of its own, so killing the agent's process group
+            # would leave them running).
+            pod = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            for member in pod:
+                member.kill()
+            psutil.wait_procs(pod, timeout=60)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert gate.errors == []
+    storage.url_to_fs(run["output"])[0].invalidate_cache()  # listed by the killed job, not by this process
+    assert CheckpointManager(run["output"]).latest_step() == HELD_STEP - 1
     # The job comes back with one process: 12 clips in steps of 2 from here on.
     result = subprocess.run(
         torchrun(1, run["data"], run["output"], run["ledger"], max_restarts=0, job="job-2"),
         env=run["env"], capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "now 1" in result.stderr  # "resumed from step N: ... (was world size 2, now 1)"
+    assert f"resumed from step {HELD_STEP - 1}" in result.stderr and "(was world size 2, now 1)" in result.stderr
+    assert resumed_steps(run["ledger"]) == [0, HELD_STEP - 1]
     assert_exactly_once(run["ledger"], num_samples=12, epochs=EPOCHS)
 
 

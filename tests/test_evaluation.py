@@ -292,6 +292,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_two_ranks_gather_the_single_process_result(tmp_path: Path):
     single = evaluate(
         ChannelLogits(),

@@ -83,13 +83,36 @@ def test_writer_flushes_on_close_not_on_every_log(output_url: str):
     writer.close()  # closing twice is fine
 
 
-def test_writer_rewrites_the_file_once_the_interval_has_passed(output_url: str):
-    writer = MetricsWriter(output_url, flush_every_s=0)
+class FakeClock:
+    """Stands in for the time module in actiontrain.metrics: time moves only when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1.7e9 + self.now
+
+
+def test_writer_rewrites_the_file_once_the_interval_has_passed(output_url: str, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(metrics, "time", clock)
+    writer = MetricsWriter(output_url, flush_every_s=10)
     writer.log({"step": 1, "loss": 1.0, "time": 123.0})
-    assert read_records(output_url) == [{"step": 1, "loss": 1.0, "time": 123.0}]
+    assert not storage.exists(storage.join(output_url, METRICS_FILENAME))  # 0 s after opening
+    clock.now += 10
     writer.log({"step": 2, "loss": float("inf")})
-    assert [record["loss"] for record in read_records(output_url)] == [1.0, None]
+    assert read_records(output_url) == [
+        {"step": 1, "loss": 1.0, "time": 123.0},
+        {"step": 2, "loss": None, "time": 1.7e9 + 1010},  # inf written as null, the time added
+    ]
+    clock.now += 9.5
+    writer.log({"step": 3, "loss": 0.5})
+    assert [record["step"] for record in read_records(output_url)] == [1, 2]  # 9.5 s after the last write
     writer.close()
+    assert [record["step"] for record in read_records(output_url)] == [1, 2, 3]
 
 
 def test_writer_keeps_earlier_records_after_a_restart(output_url: str):
@@ -185,34 +208,86 @@ def confusion_matrix(num_classes: int) -> torch.Tensor:
     return confusion
 
 
-def check_png(data: bytes, *, min_kib: int) -> np.ndarray:
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The matplotlib Figures that plot_training saves, in order: what the PNG shows, as objects."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    savefig = Figure.savefig
+
+    def recording(self, *args, **kwargs):
+        figures.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    return figures
+
+
+def panels(figure) -> dict[str, object]:
+    """The figure's plots by the first word of their title (the colorbar has none)."""
+    return {axes.get_title().split(" ")[0]: axes for axes in figure.axes if axes.get_title()}
+
+
+def check_png(data: bytes, figure) -> None:
+    """``data`` is a PNG of ``figure`` at the 100 dpi plot_training saves with."""
     assert data.startswith(PNG_SIGNATURE)
-    assert len(data) > min_kib * 1024
     image = matplotlib.image.imread(io.BytesIO(data), format="png")
-    assert image.ndim == 3 and image.shape[0] > 500 and image.shape[1] > 500
-    return image
+    width, height = figure.get_size_inches() * 100
+    assert image.shape[:2] == (round(height), round(width))
 
 
-def test_plot_training_writes_a_png_with_a_labelled_confusion_matrix(tmp_path: Path):
+def test_plot_training_draws_the_confusion_matrix_with_class_labels_and_cell_values(tmp_path: Path, drawn):
     classes = ["walking", "running", "jumping", "a very long class name that gets truncated", "sitting"]
+    confusion = confusion_matrix(5)
     url = str(tmp_path / "plots" / "training.png")
-    plot_training(training_records(), confusion_matrix(5), classes, url)
-    image = check_png(Path(url).read_bytes(), min_kib=30)
-    assert image.shape[1] > image.shape[0] * 1.2  # curves on the left, the matrix on the right
+    plot_training(training_records(), confusion, classes, url)
+    (figure,) = drawn
+    check_png(Path(url).read_bytes(), figure)
     assert [path.name for path in tmp_path.joinpath("plots").iterdir()] == ["training.png"]  # no temporary left
+    plots = panels(figure)
+    assert set(plots) == {"loss", "learning", "validation", "confusion"}
+    matrix = plots["confusion"]
+    assert matrix.get_position().x0 > plots["loss"].get_position().x1  # curves on the left, the matrix on the right
+    names = ["walking", "running", "jumping", "a very long class name …", "sitting"]
+    assert [label.get_text() for label in matrix.get_xticklabels()] == names
+    assert [label.get_text() for label in matrix.get_yticklabels()] == names
+    assert (matrix.get_xlabel(), matrix.get_ylabel()) == ("predicted", "true")
+    # Each cell the fraction of its true class (row); the last class has no videos: a row of zeros.
+    counts = confusion.to(torch.float64)
+    fractions = (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
+    (image,) = matrix.images
+    np.testing.assert_allclose(image.get_array(), fractions)
+    cells = {tuple(round(x) for x in text.get_position()): text.get_text() for text in matrix.texts}
+    expected = {(column, row): f"{value:.2f}" for (row, column), value in np.ndenumerate(fractions) if value > 0}
+    assert cells == expected
+    mean_class_accuracy = fractions.diagonal()[:4].mean()
+    assert matrix.get_title().endswith(f"mean class accuracy {100 * mean_class_accuracy:.1f}%")
 
 
-@pytest.mark.parametrize("num_classes", [50, 101])
-def test_plot_training_handles_many_classes(tmp_path: Path, num_classes: int):
+@pytest.mark.parametrize(("num_classes", "labelled"), [(50, True), (101, False)])
+def test_plot_training_labels_up_to_50_classes_and_no_cells_beyond_12(tmp_path: Path, drawn, num_classes, labelled):
     url = str(tmp_path / "training.png")
-    plot_training(training_records(), confusion_matrix(num_classes), [f"class_{i}" for i in range(num_classes)], url)
-    check_png(Path(url).read_bytes(), min_kib=30)
+    classes = [f"class_{i}" for i in range(num_classes)]
+    plot_training(training_records(), confusion_matrix(num_classes), classes, url)
+    (figure,) = drawn
+    check_png(Path(url).read_bytes(), figure)
+    matrix = panels(figure)["confusion"]
+    assert matrix.images[0].get_array().shape == (num_classes, num_classes)
+    assert [label.get_text() for label in matrix.get_xticklabels()] == (classes if labelled else [])
+    assert [label.get_text() for label in matrix.get_yticklabels()] == (classes if labelled else [])
+    assert list(matrix.texts) == []  # too many cells to write a number in each
 
 
-def test_plot_training_without_evaluation_or_records_to_memory_store():
+def test_plot_training_without_records_draws_three_empty_panels_into_a_memory_store(drawn):
     url = f"memory://plots-{uuid.uuid4().hex}/training.png"
     plot_training([], None, [], url)
-    check_png(storage.read_bytes(url), min_kib=5)
+    (figure,) = drawn
+    check_png(storage.read_bytes(url), figure)
+    plots = panels(figure)
+    assert set(plots) == {"loss", "learning", "validation"}  # no confusion matrix
+    for axes in plots.values():
+        assert [text.get_text() for text in axes.texts] == ["no data yet"] and not axes.lines
 
 
 def test_plot_training_refuses_class_names_that_do_not_match():

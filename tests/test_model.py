@@ -15,7 +15,6 @@ from actiontrain.errors import ConfigError, DataError, NotFoundError
 from actiontrain.recipe import load_config
 from actiontrain.trained_model import TrainedModel
 from actiontrain.model import (
-    DEFAULT_VARIANT,
     X3D_VARIANTS,
     X3DVariant,
     build_model,
@@ -52,8 +51,7 @@ class _Marker:
         return (open, (self.path, "w"))
 
 
-def test_variants_follow_the_x3d_paper_and_default_is_s() -> None:
-    assert DEFAULT_VARIANT == "s"
+def test_variants_follow_the_x3d_paper() -> None:
     assert set(X3D_VARIANTS) == {"xs", "s", "m", "l"}
     assert [(v.num_frames, v.crop_size) for v in X3D_VARIANTS.values()] == [(4, 160), (13, 160), (16, 224), (16, 312)]
     assert X3D_VARIANTS["l"].depth_factor == 5.0
@@ -88,10 +86,12 @@ def test_output_is_logits_not_softmax() -> None:
     assert (logits < 0).any()
 
 
-def test_larger_inputs_than_the_configured_clip_are_averaged_not_rejected() -> None:
+def test_larger_inputs_than_the_configured_clip_give_logits_and_smaller_ones_fail() -> None:
     model = build_model(num_classes=3, **SMALL).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 8, 96, 96)).shape == (1, 3)
+        with pytest.raises(RuntimeError, match="smaller than kernel size"):
+            model(torch.randn(1, 3, 2, 64, 64))
 
 
 def test_x3d_s_has_about_the_papers_3_8m_parameters() -> None:

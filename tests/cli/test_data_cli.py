@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+# End-to-end: every test runs the actiontrain command as a process.
+pytestmark = pytest.mark.e2e
+
 ACTIONTRAIN = os.path.join(os.path.dirname(sys.executable), "actiontrain")
 
 
@@ -82,7 +85,6 @@ def test_wrong_format_is_one_line(ucf_dir):
     assert_one_line_error(run("data", "check", ucf_dir, "--format", "jester"), "is not a jester dataset", "--format")
 
 
-@pytest.mark.e2e
 class TestS3:
     def test_synth_check_convert_on_s3(self, s3_bucket, s3_env):
         source, internal = f"{s3_bucket}/jester", f"{s3_bucket}/jester-internal"
@@ -119,7 +121,6 @@ def _wrong_credentials(endpoint: str, *, key_id: str, secret: str) -> dict[str, 
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1"}
 
 
-@pytest.mark.e2e
 def test_wrong_credentials_are_one_line_without_the_secret(authenticating_s3):
     env = _wrong_credentials(authenticating_s3, key_id="AKIAWRONGKEY", secret="wrong-secret-value-123")
     result = run("data", "check", "s3://bucket-z/ucf", env=env)
@@ -127,7 +128,6 @@ def test_wrong_credentials_are_one_line_without_the_secret(authenticating_s3):
     assert "wrong-secret-value-123" not in result.stderr + result.stdout
 
 
-@pytest.mark.e2e
 def test_verbose_errors_show_their_causes_and_still_no_credentials(authenticating_s3):
     env = _wrong_credentials(authenticating_s3, key_id="AKIAWRONGKEYVERBOSE1", secret="wrong-secret-value-456")
     quiet = run("data", "check", "s3://bucket-z/ucf", env=env)

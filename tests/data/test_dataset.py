@@ -65,12 +65,18 @@ def test_flip_swaps_left_right_labels(jester):
 
 def test_short_video_loops_instead_of_failing(tmp_path):
     from actiontrain.data.media_writer import write_video
-    from actiontrain.data.motion import render_clip
+    from actiontrain.data.motion import decode_frame_index, render_clip
 
     path = str(tmp_path / "short.avi")
-    write_video(path, render_clip("grow", num_frames=3))
-    clips = ClipDataset([Sample(url=path, label=0, item_id="short")], config=DataConfig(**SMALL), train=True)
-    assert clips[0]["video"].shape == (3, 4, 64, 64)
+    write_video(path, render_clip("grow", num_frames=3, height=128, width=128))
+    # No resize, crop, flip or normalisation in the way of reading the frame codes back.
+    raw = {"crop_size": 128, "train_short_side": (128, 128), "flip_prob": 0.0, "mean": (0.0,) * 3, "std": (1.0,) * 3}
+    config = DataConfig(clip_len=4, frame_interval=2, eval_short_side=128, **raw)
+    clip = ClipDataset([Sample(url=path, label=0, item_id="short")], config=config, train=True)[0]["video"]
+    assert clip.shape == (3, 4, 128, 128)
+    pixels = (clip.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    # Frames 0, 2, 4 and 6 of a 3-frame video, wrapped around: 0, 2, 1, 0.
+    assert [decode_frame_index(pixels[:, t]) for t in range(4)] == [0, 2, 1, 0]
 
 
 def _corrupt(path: str) -> None:
@@ -144,6 +150,7 @@ def test_flip_pair_with_unknown_class_is_a_config_error(jester):
         _train_set(jester, flip_pairs=[("Jumping", "Swiping Up")])
 
 
+@pytest.mark.e2e
 def test_parent_batches_do_not_break_forked_workers(jester):
     clips = _train_set(jester, num_workers=2)
     clips.__getitems__([0, 1])  # the parent's prefetch pool now exists: workers must not reuse it

@@ -107,6 +107,7 @@ class _Identity(torch.utils.data.Dataset):
         return index
 
 
+@pytest.mark.e2e
 def test_works_with_a_multi_worker_dataloader():
     sampler = ResumableDistributedSampler(17, rank=0, world_size=2, seed=3)
     sampler.set_epoch(1, consumed=4)

@@ -12,7 +12,7 @@ from actiontrain import storage
 from actiontrain.data import video
 from actiontrain.data.media_writer import encode_jpeg, write_frame_folder, write_video
 from actiontrain.data.motion import decode_frame_index, render_clip
-from actiontrain.data.media import VIDEO_EXTENSIONS, is_frame_folder
+from actiontrain.data.media import is_frame_folder
 from actiontrain.data.video import open_media
 from actiontrain.errors import ConfigError, DataError, StorageError
 
@@ -62,7 +62,7 @@ def test_is_frame_folder_by_suffix():
     assert is_frame_folder("s3://b/jester/12345")
     assert is_frame_folder("/data/frames/video_1/")
     assert not is_frame_folder("s3://b/ucf/v_Run_g01_c01.AVI")
-    assert {".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"} == set(VIDEO_EXTENSIONS)
+    assert not any(is_frame_folder(f"/data/clip{suffix}") for suffix in (".mp4", ".webm", ".mkv"))
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -251,12 +251,46 @@ def test_s3_missing_and_undecodable_objects(s3_bucket):
             reader.get_frames([0])
 
 
+class _RecordingFile:
+    """A remote file object that records where each read starts and how much it asks for."""
+
+    def __init__(self, file, reads: list[tuple[int, int]]) -> None:
+        self._file = file
+        self._reads = reads
+
+    def read(self, size: int = -1) -> bytes:
+        self._reads.append((self._file.tell(), size))
+        return self._file.read(size)
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
 @pytest.mark.e2e
-def test_long_remote_video_reuses_the_fetched_head(s3_bucket, media, monkeypatch):
-    # Pretend the whole-file threshold is tiny so this clip takes the long-video path.
-    monkeypatch.setattr(video, "_WHOLE_FILE_BYTES", 4096)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_long_remote_video_reads_its_start_from_the_fetched_head_and_only_the_rest_remotely(
+    s3_bucket, tmp_path, monkeypatch, decoder
+):
+    # A video longer than the head (noise keeps it from compressing) and a head longer than one
+    # read of either decoder (32 or 64 KiB), so some reads fit in it and others do not.
+    head = 128 << 10
+    monkeypatch.setattr(video, "_WHOLE_FILE_BYTES", head)
+    path = tmp_path / "long.avi"
+    noisy = render_clip("move_right", num_frames=NUM_FRAMES, height=HEIGHT, width=WIDTH, seed=3, noise_std=20.0)
+    write_video(str(path), noisy, gop=250, bit_rate=4_000_000)
+    assert path.stat().st_size > 2 * head
     url = storage.join(s3_bucket, "long.avi")
-    storage.copy(media["avi_gop250"], url)
-    with open_media(url) as reader:
+    storage.copy(str(path), url)
+
+    fetched, remote_reads = [], []
+    read_range, open_url = storage.read_range, storage.open_url
+    monkeypatch.setattr(storage, "read_range", lambda *args: fetched.append(args) or read_range(*args))
+    monkeypatch.setattr(storage, "open_url", lambda *args: _RecordingFile(open_url(*args), remote_reads))
+    with open_media(url, decoder=decoder) as reader:
         frames = reader.get_frames([0, NUM_FRAMES - 1, 5])
-    assert [decode_frame_index(frame.numpy()) for frame in frames] == [0, NUM_FRAMES - 1, 5]
+    assert _indices_of(frames) == [0, NUM_FRAMES - 1, 5]
+    assert fetched == [(url, 0, head)]  # the head: one ranged GET
+    assert remote_reads, "nothing was read past the head"
+    # The container's start came from the head, and no read that fits in the head went to S3.
+    assert min(position for position, _ in remote_reads) > 0, remote_reads
+    assert all(size < 0 or position + size > head for position, size in remote_reads), remote_reads

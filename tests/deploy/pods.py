@@ -45,16 +45,16 @@ def _ip(*args: str, netns: str | None = None, check: bool = True) -> str:
 
 
 def netns_unavailable() -> str | None:
-    """Why pods cannot get network namespaces here (not root, no iproute2, no unshare), or None."""
+    """What pods lack to get network namespaces here (root, iproute2, unshare), or None."""
     if os.geteuid() != 0:
-        return "network namespaces need root"
+        return "root (network namespaces need it)"
     if not (os.path.exists(IP) and os.path.exists(UNSHARE)):
-        return "needs iproute2's ip and util-linux's unshare"
+        return "iproute2's ip and util-linux's unshare"
     probe = f"at-probe-{secrets.token_hex(3)}"
     try:
         _ip("netns", "add", probe)
     except RuntimeError as error:
-        return f"ip netns is not usable here: {error}"
+        return f"a working `ip netns` ({error})"
     _ip("netns", "del", probe, check=False)
     return None
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import yaml
 from kube import pod_template, render_chart
 
 from actiontrain.recipe import RECIPES_DIR, load_config
+
+# End-to-end: the chart is rendered by Helm's Go library in a worker process.
+pytestmark = pytest.mark.e2e
 
 BASE = {"data": "s3://datasets/ucf101", "output": "s3://runs/x3d"}
 

@@ -8,9 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kube import container_argv, container_environment, pod_template, render_chart
+import yaml
+from kube import CHART_DIR, container_argv, container_environment, pod_template, render_chart
 
 from actiontrain.distributed import SHARED_STORE_SWITCH
+
+# End-to-end: the chart is rendered by Helm's Go library in a worker process.
+pytestmark = pytest.mark.e2e
 
 BASE = {"data": "s3://datasets/ucf101", "output": "s3://runs/x3d"}
 GPU_MULTINODE = {**BASE, "nodes": {"min": 2, "max": 4}, "gpusPerNode": 8}
@@ -83,7 +87,7 @@ def test_renders_format_split_and_values_with_dollars_verbatim():
 
 
 @pytest.mark.parametrize("backend", ["job", "pytorchjob"])
-def test_renders_a_fresh_rendezvous_store_for_every_restart_round(backend):
+def test_renders_the_switch_for_a_fresh_rendezvous_store_every_restart_round(backend):
     rendered = render_chart(BASE | {"backend": backend})
     (container,) = pod_template(rendered.one("Job" if backend == "job" else "PyTorchJob"))["spec"]["containers"]
     assert {"name": SHARED_STORE_SWITCH, "value": "1"} in container["env"]
@@ -190,7 +194,7 @@ def test_renders_explicit_resources_as_given_plus_the_gpus():
 
 
 @pytest.mark.parametrize(("values", "device"), [(BASE, "auto"), (GPU_MULTINODE, "cuda")])
-def test_renders_a_required_cuda_device_on_gpu_nodes(values, device):
+def test_renders_a_required_cuda_device_on_gpu_nodes_and_auto_elsewhere(values, device):
     env = _env(values)
     assert env["ACTIONTRAIN_DEVICE"] == device
     assert f"train.device={device}" in container_argv(_container(values), env)
@@ -240,7 +244,8 @@ def test_renders_s3_credentials_as_secret_references_only():
 
 
 def test_renders_the_image_from_app_version_or_digest():
-    assert _container(BASE)["image"] == "actiontrain:0.1.0"
+    app_version = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"]
+    assert _container(BASE)["image"] == f"actiontrain:{app_version}"
     assert (
         _container(BASE | {"image": {"repository": "r.example.com/at", "tag": "0.2.0"}})["image"]
         == "r.example.com/at:0.2.0"

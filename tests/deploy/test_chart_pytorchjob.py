@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kube import (
     container_argv,
     container_environment,
@@ -9,6 +11,9 @@ from kube import (
     render_chart,
     validate,
 )
+
+# End-to-end: the chart is rendered by Helm's Go library in a worker process.
+pytestmark = pytest.mark.e2e
 
 BASE = {"data": "s3://datasets/ucf101", "output": "s3://runs/x3d", "backend": "pytorchjob"}
 ELASTIC = BASE | {"nodes": {"min": 2, "max": 4}, "gpusPerNode": 8, "maxRestarts": 6}

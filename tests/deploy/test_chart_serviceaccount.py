@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kube import pod_template, render_chart
+
+# End-to-end: the chart is rendered by Helm's Go library in a worker process.
+pytestmark = pytest.mark.e2e
 
 BASE = {"data": "s3://datasets/ucf101", "output": "s3://runs/x3d"}
 ROLE = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/train"}

@@ -11,6 +11,9 @@ from kube import CHART_DIR, HelmFailure, lint_chart, render_chart, validate
 from actiontrain.data.layouts import FORMATS
 from actiontrain.recipe import RECIPES_DIR, shipped_recipes
 
+# End-to-end: the chart is rendered by Helm's Go library in a worker process.
+pytestmark = pytest.mark.e2e
+
 BASE = {"data": "s3://datasets/ucf101", "output": "s3://runs/x3d"}
 
 MATRIX = {
@@ -81,14 +84,15 @@ def test_renders_objects_valid_for_kubernetes_1_33(name):
 
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_renders_the_same_labels_on_every_object(name):
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     for obj in render_chart(MATRIX[name]).objects:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "actiontrain"
         assert labels["app.kubernetes.io/instance"] == "demo"
-        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/version"] == chart["appVersion"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/component"] == "trainer"
-        assert labels["helm.sh/chart"] == "actiontrain-0.1.0"
+        assert labels["helm.sh/chart"] == f"actiontrain-{chart['version']}"
 
 
 def test_renders_names_within_dns_limits_for_a_long_release_name():

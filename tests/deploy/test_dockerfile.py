@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# End-to-end: kubectl kustomize, hadolint and Helm run as processes.
+pytestmark = pytest.mark.e2e
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or "hadolint"
@@ -187,7 +190,7 @@ def test_runtime_has_ffmpeg_libraries_for_torchcodec_and_a_writable_cache():
     assert "-o 10001 -g 10001 /var/cache/actiontrain" in runtime
 
 
-def test_runtime_gives_torchrun_a_fresh_rendezvous_store_per_restart():
+def test_runtime_sets_the_switch_for_a_fresh_rendezvous_store_per_restart():
     from actiontrain.distributed import SHARED_STORE_SWITCH
 
     runtime = " ".join(rest for keyword, rest in _stages()[-1] if keyword == "ENV")

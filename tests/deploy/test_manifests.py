@@ -17,6 +17,9 @@ from kube import (
 from actiontrain.distributed import SHARED_STORE_SWITCH
 from actiontrain.recipe import RECIPES_DIR
 
+# End-to-end: kubectl kustomize, hadolint and Helm run as processes.
+pytestmark = pytest.mark.e2e
+
 KUSTOMIZATIONS = {
     "base": (K8S_DIR / "base", "x3d_s", (1, 1), 1, None),
     "cpu-smoke": (K8S_DIR / "overlays" / "cpu-smoke", "cpu_smoke", (2, 2), 2, None),
@@ -160,11 +163,23 @@ def test_example_secret_holds_placeholders_for_the_keys_the_job_reads():
     assert "s3-credentials.example.yaml" not in kustomization["resources"]
 
 
-def test_cpu_smoke_overlay_trains_on_cpu_against_an_s3_compatible_store():
+def test_cpu_smoke_overlay_requests_no_gpu_and_reads_s3_urls_through_its_own_endpoint():
     objects = build_kustomization(KUSTOMIZATIONS["cpu-smoke"][0])
-    env = container_environment(_container(objects), fields=FIELDS, secrets=SECRETS)
-    assert env["AWS_ENDPOINT_URL_S3"].startswith("http")
-    assert _one(objects, "Job")["spec"]["activeDeadlineSeconds"] == 3600
+    container, job = _container(objects), _one(objects, "Job")
+    env = container_environment(container, fields=FIELDS, secrets=SECRETS)
+    argv = container_argv(container, env)
+    # CPU only: no GPU requested or tolerated, so train.device=auto resolves to the CPU, and a
+    # CPU requested for each of the node's training processes.
+    assert "nvidia.com/gpu" not in str(container["resources"]) + str(pod_template(job)["spec"].get("tolerations"))
+    assert "train.device=auto" in argv
+    assert int(container["resources"]["requests"]["cpu"]) >= int(env["ACTIONTRAIN_NPROC_PER_NODE"])
+    # S3 URLs for the data and the output, reached through the in-cluster store's endpoint.
+    assert [arg for arg in argv if arg.startswith(("--data=", "--output="))] == [
+        "--data=s3://my-bucket/datasets/motion-smoke",
+        "--output=s3://my-bucket/runs/cpu-smoke",
+    ]
+    assert env["AWS_ENDPOINT_URL_S3"].startswith("http://")
+    assert job["spec"]["activeDeadlineSeconds"] > 0  # a smoke run that hangs is ended
 
 
 def test_gpu_overlay_tolerates_gpu_taints_and_sizes_shared_memory():

@@ -9,7 +9,6 @@ what is emulated and what is not.
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 import time
@@ -21,8 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
+from capabilities import require
 from kube import CHART_DIR, container_argv, container_environment, indexed_job_pod, pod_template, render_chart
 from pods import Pod, PodNetwork, netns_unavailable, pod_mounts
+from s3_gate import S3Gate, uploading
 
 from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
@@ -36,6 +37,8 @@ RELEASE, NAMESPACE = "demo", "ml"
 JOB_UID = str(uuid.uuid4())
 EPOCHS = 3
 STEPS_PER_EPOCH = 3  # 12 training clips / (2 nodes x 1 process x batch 2)
+HELD_STEP = STEPS_PER_EPOCH + 2
+"""Mid-run, in epoch 1: node 1's pod is lost while node 0 saves this step's checkpoint."""
 SECRET = "s3-credentials"
 OVERRIDES = (
     f"train.epochs={EPOCHS}",
@@ -68,8 +71,9 @@ class Cluster:
     output: str
     ledger: Path
 
-    def render(self) -> Workload:
-        """The chart with its CI cpu-smoke values, pointed at this S3 server and made small."""
+    def render(self, *, s3_endpoint: str | None = None) -> Workload:
+        """The chart with its CI cpu-smoke values, pointed at this S3 server (or ``s3_endpoint``
+        in front of it) and made small."""
         values = yaml.safe_load((CHART_DIR / "ci" / "cpu-smoke-values.yaml").read_text())
         mountpoints = self.directory / "mountpoints"
         for name in ("recipe", "cache"):
@@ -83,7 +87,7 @@ class Cluster:
             # Mount paths that exist here (the image's /etc/actiontrain and /var/cache do not).
             "recipePath": str(mountpoints / "recipe" / "recipe.yaml"),
             "cache": {"path": str(mountpoints / "cache")},
-            "s3": {"endpointUrl": self.s3.endpoint, "region": "us-east-1", "existingSecret": SECRET},
+            "s3": {"endpointUrl": s3_endpoint or self.s3.endpoint, "region": "us-east-1", "existingSecret": SECRET},
             "overrides": [*OVERRIDES, f"train.sample_log={self.ledger}"],
             # torchrun's agent logs its rendezvous results at INFO; one thread per pod.
             "extraEnv": [{"name": "LOGLEVEL", "value": "INFO"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
@@ -138,9 +142,7 @@ def image_environment(home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[Cluster]:
-    reason = netns_unavailable()
-    if reason:
-        pytest.skip(f"pods need their own network namespaces: {reason}")
+    require(netns_unavailable(), what="running pods, each in its own network namespace,")
     job_name = render_chart({"data": "s3://d/x", "output": "s3://o/x"}, name=RELEASE).one("Job")["metadata"]["name"]
     # S3 on the bridge's address: the pods reach this machine there, as they would a MinIO Service.
     with (
@@ -169,10 +171,6 @@ def latest_step(output: str) -> int | None:
 
 def exited(pod: Pod) -> bool:
     return pod.process is not None and pod.process.poll() is not None
-
-
-def in_epoch(ledger: Path, epoch: int) -> bool:
-    return any(f"sample {epoch} " in Path(path).read_text() for path in glob.glob(str(ledger / "*.log")))
 
 
 PROBE = """
@@ -220,27 +218,32 @@ def test_each_pod_has_its_hostname_address_recipe_and_finds_node_zero_by_its_dns
 def test_job_trains_from_s3_and_a_killed_pod_is_replaced_and_rejoins(cluster):
     # 3 classes x 6 videos: 12 training clips (split 1 keeps groups 2, 3, 5, 6 for training).
     synthesize(cluster.data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
-    workload = cluster.render()
-    # The scheduler starts pods in any order: node 1 first waits for node 0's name and store.
-    first = cluster.start_pod(workload, 1)
-    node0 = cluster.start_pod(workload, 0)
+    # The pods reach S3 through a gate that holds the upload of step 5's checkpoint: node 0 waits
+    # in it and node 1 at the barrier after it, a known point at which to lose node 1.
+    held_upload = uploading(f"/checkpoints/step-{HELD_STEP:08d}/state.pt")
+    with S3Gate(cluster.s3.endpoint, hold=held_upload, host=cluster.network.gateway) as gate:
+        workload = cluster.render(s3_endpoint=gate.endpoint)
+        # The scheduler starts pods in any order: node 1 first waits for node 0's name and store.
+        first = cluster.start_pod(workload, 1)
+        node0 = cluster.start_pod(workload, 0)
 
-    # Mid-run, after the checkpoints of epoch 0: node 1's pod is lost (node failure, OOM kill).
-    wait_for(lambda: in_epoch(cluster.ledger, 1) or exited(node0), timeout=300, what="epoch 1", cluster=cluster)
-    assert not exited(node0) and not exited(first), cluster.logs()
-    killed_at = latest_step(cluster.output)
-    assert killed_at is not None and STEPS_PER_EPOCH <= killed_at < EPOCHS * STEPS_PER_EPOCH, cluster.logs()
-    cluster.network.kill(first)
-    assert first.process.returncode < 0, cluster.logs()  # SIGKILLed: the pod failed
-    # backoffLimitPerIndex with podReplacementPolicy Failed: a new pod, same index and hostname,
-    # new address, once the old one is gone.
-    replacement = cluster.start_pod(workload, 1)
-    assert replacement.name == first.name and replacement.address != first.address
+        # Mid-run, after the checkpoints of epoch 0: node 1's pod is lost (node failure, OOM kill).
+        wait_for(lambda: gate.held.is_set() or exited(node0), timeout=300, what=f"step {HELD_STEP}", cluster=cluster)
+        assert not exited(node0) and not exited(first), cluster.logs()
+        assert latest_step(cluster.output) == HELD_STEP - 1, cluster.logs()
+        cluster.network.kill(first)
+        assert first.process.returncode < 0, cluster.logs()  # SIGKILLed: the pod failed
+        gate.release()  # node 0's checkpoint goes up; its barrier with node 1 fails
+        # backoffLimitPerIndex with podReplacementPolicy Failed: a new pod, same index and hostname,
+        # new address, once the old one is gone.
+        replacement = cluster.start_pod(workload, 1)
+        assert replacement.name == first.name and replacement.address != first.address
 
-    wait_for(lambda: exited(node0), timeout=420, what="node 0 to finish", cluster=cluster)
-    assert node0.process.returncode == 0, f"node 0 failed\n{cluster.logs()}"
-    wait_for(lambda: exited(replacement), timeout=120, what="the replacement to finish", cluster=cluster)
-    assert replacement.process.returncode == 0, f"the replacement of node 1 failed\n{cluster.logs()}"
+        wait_for(lambda: exited(node0), timeout=420, what="node 0 to finish", cluster=cluster)
+        assert node0.process.returncode == 0, f"node 0 failed\n{cluster.logs()}"
+        wait_for(lambda: exited(replacement), timeout=120, what="the replacement to finish", cluster=cluster)
+        assert replacement.process.returncode == 0, f"the replacement of node 1 failed\n{cluster.logs()}"
+    assert gate.errors == []
 
     log0, log1, log_replacement = (pod.log.read_text() for pod in (node0, first, replacement))
     # Both pods trained together, before the kill and after the replacement rejoined.

@@ -8,7 +8,6 @@ from exported_models import x3d_export
 from actiontrain.errors import ConfigError, NotFoundError
 from actiontrain.export import export_model
 from actiontrain.tasks.export import export_checkpoint
-from actiontrain.export.exporter import EXPORT_DIR
 from actiontrain.export.manifest import MODEL_FILES, file_entry
 from actiontrain.export.store import local_export
 from actiontrain.recipe import config_to_dict, load_config
@@ -29,10 +28,6 @@ def test_a_checkpoint_export_records_step_metrics_classes_recipe_and_checksums(x
     assert manifest.recipe == config_to_dict(x3d.config)
     assert manifest.files == {name: file_entry(export.directory / name) for name in MODEL_FILES}
     assert manifest.parity["top1_agreement"] == 1.0
-
-
-def test_training_exports_go_to_output_slash_export():
-    assert EXPORT_DIR == "export"
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16", ""])

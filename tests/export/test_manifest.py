@@ -8,7 +8,6 @@ import pytest
 
 from actiontrain.errors import DataError
 from actiontrain.export.manifest import (
-    MANIFEST_FILE,
     MODEL_BIN,
     MODEL_XML,
     Manifest,
@@ -95,7 +94,3 @@ def test_a_missing_file_is_caught(export_dir):
     (export_dir / MODEL_XML).unlink()
     with pytest.raises(DataError, match="incomplete: model.xml is missing"):
         verify_files(export_dir, manifest)
-
-
-def test_manifest_name_is_the_documented_one():
-    assert MANIFEST_FILE == "manifest.json"

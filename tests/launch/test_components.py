@@ -19,6 +19,7 @@ from torchx.specs import AppDef, Role, macros
 from torchx.specs.file_linter import validate
 from torchx.specs.finder import get_components
 
+import actiontrain
 from actiontrain import storage
 from actiontrain.checkpoint import CheckpointManager
 from actiontrain.data.synth import synthesize
@@ -68,7 +69,7 @@ def test_train_runs_actiontrain_under_torchrun_with_c10d_on_one_node():
         data="s3://b/ucf", output="s3://b/run", config="cpu_smoke", format="ucf101", j="1x2",
     )  # fmt: skip
     role = only_role(app)
-    assert app.name == "actiontrain" and role.image == IMAGE and IMAGE.endswith(":0.1.0")
+    assert app.name == "actiontrain" and role.image == IMAGE and IMAGE.endswith(f":{actiontrain.__version__}")
     assert (role.min_replicas, role.num_replicas) == (1, 1)
     options, args = torchrun_and_train_args(command_of(role))
     assert options == {
@@ -161,7 +162,7 @@ def test_env_has_only_what_env_passes_never_the_launching_shells_credentials(mon
     assert only_role(export(checkpoint="c")).env.keys() == {"TORCHX_TRACKING_EXPERIMENT_NAME", "TORCHX_TRACKING_RUN_NAME"}
 
 
-def test_torchrun_gets_a_fresh_rendezvous_store_per_restart():
+def test_train_sets_the_switch_for_a_fresh_rendezvous_store_per_restart():
     assert only_role(train(data="d", output="o")).env[SHARED_STORE_SWITCH] == "1"
 
 
@@ -324,6 +325,7 @@ def scheduler_request(stdout: str) -> dict:
     return yaml.safe_load(request)
 
 
+@pytest.mark.e2e
 def test_kubernetes_dryrun_renders_a_volcano_job_with_image_gpus_command_and_env():
     result = torchx(
         "run", "--dryrun", "-s", "kubernetes", "actiontrain.train",
@@ -359,6 +361,7 @@ def test_kubernetes_dryrun_renders_a_volcano_job_with_image_gpus_command_and_env
         ]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_kubernetes_dryrun_of_export_renders_the_export_command():
     result = torchx(
         "run", "--dryrun", "-s", "kubernetes", "actiontrain.export", "--checkpoint", "s3://b/run", "--precision", "fp16"
@@ -372,6 +375,7 @@ def test_kubernetes_dryrun_of_export_renders_the_export_command():
     ]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_cli_bad_j_fails_with_the_message_on_the_last_line():
     result = torchx(
         "run", "--dryrun", "-s", "kubernetes", "actiontrain.train", "-j", "2x", "--data", "d", "--output", "o"

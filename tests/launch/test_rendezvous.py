@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import json
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
+import torch.distributed
 
 from actiontrain.launch.rendezvous import (
     EXIT_TIMEOUT,
@@ -106,13 +106,12 @@ def test_times_out_on_a_name_that_never_resolves():
 
 
 def test_a_c10d_store_still_serves_clients_after_the_probe():
-    torch_distributed = pytest.importorskip("torch.distributed")
     port = _free_port()
-    store = torch_distributed.TCPStore(
+    store = torch.distributed.TCPStore(
         "127.0.0.1", port, is_master=True, multi_tenant=True, timeout=datetime.timedelta(seconds=10)
     )
     wait_for_endpoint("127.0.0.1", port, timeout_s=5)
-    client = torch_distributed.TCPStore("127.0.0.1", port, is_master=False, timeout=datetime.timedelta(seconds=10))
+    client = torch.distributed.TCPStore("127.0.0.1", port, is_master=False, timeout=datetime.timedelta(seconds=10))
     client.set("joined", "1")
     assert store.get("joined") == b"1"
 
@@ -130,40 +129,49 @@ def test_main_exits_0_when_up_1_on_timeout_and_2_on_bad_arguments(capsys):
     assert caught.value.code == EXIT_USAGE
 
 
-def test_module_starts_fast_without_importing_torch():
-    code = "import sys, actiontrain.launch.rendezvous; print('torch' in sys.modules)"
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert result.stdout.strip() == "False"
-    assert time.monotonic() - started < 5
+# What the module's own docstring promises: it starts in well under a second because it
+# imports neither torch nor the rest of the package. Checked by what it imports, not by a clock.
+@pytest.mark.e2e
+def test_module_imports_only_the_standard_library_not_torch_or_the_rest_of_the_package():
+    code = (
+        "import json, sys; before = set(sys.modules); import actiontrain.launch.rendezvous; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = json.loads(result.stdout)
+    ours = {name for name in imported if name.split(".")[0] == "actiontrain"}
+    assert ours == {"actiontrain", "actiontrain.launch", "actiontrain.launch.rendezvous"}
+    others = {name.split(".")[0] for name in imported} - {"actiontrain"}
+    assert others <= sys.stdlib_module_names, sorted(others - sys.stdlib_module_names)
 
 
+# The module run as `python -m`, with socket.getaddrinfo wrapped to announce each attempt on stdout.
+ANNOUNCING_PROBES = """
+import runpy, socket
+resolve = socket.getaddrinfo
+def announcing(*args, **kwargs):
+    print("attempt", flush=True)
+    return resolve(*args, **kwargs)
+socket.getaddrinfo = announcing
+runpy.run_module("actiontrain.launch.rendezvous", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.e2e
 def test_command_line_waits_for_a_server_that_starts_later():
     port = _free_port()
-    servers: list[socket.socket] = []
-    timer = threading.Timer(1.0, lambda: servers.append(socket.create_server(("127.0.0.1", port))))
-    timer.start()
-    try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "actiontrain.launch.rendezvous",
-                "--wait",
-                f"127.0.0.1:{port}",
-                "--timeout",
-                "20",
-                "--interval",
-                "0.2",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        timer.cancel()
-        timer.join()
-        for sock in servers:
-            sock.close()
-    assert result.returncode == 0, result.stderr
-    assert f"rendezvous host 127.0.0.1:{port} is up after" in result.stderr
+    command = [
+        sys.executable, "-c", ANNOUNCING_PROBES, "--wait", f"127.0.0.1:{port}", "--timeout", "600", "--interval", "0.2",
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            # A second attempt starts only after the first failed: nothing listened then.
+            for _ in range(2):
+                assert process.stdout.readline() == "attempt\n", process.stderr.read()
+            with socket.create_server(("127.0.0.1", port)):
+                _, err = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    assert process.returncode == 0, err
+    assert f"rendezvous host 127.0.0.1:{port} is up after" in err

@@ -47,10 +47,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # A fixed numeric UID/GID, so a pod's runAsUser/runAsNonRoot can be checked against it. Its home
-# and the cache folder are writable for `docker run`; in a pod the root filesystem is read-only
-# and /tmp and the cache are emptyDir mounts.
+# is /tmp and the cache folder is writable for `docker run`: in a pod the root filesystem is
+# read-only, and /tmp and the cache are the emptyDir mounts where it can write.
 RUN groupadd --system --gid 10001 actiontrain \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /home/actiontrain --create-home \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin actiontrain \
     && install -d -o 10001 -g 10001 /var/cache/actiontrain
 
@@ -93,11 +93,13 @@ RUN pip install --no-cache-dir --no-deps /tmp/dist/*.whl \
 # Fails the build, not the first training pod, when torchcodec finds no FFmpeg it can load.
 RUN python -c "import sys, torchcodec; sys.exit(torchcodec.ffmpeg_major_version is None)"
 
+# HOME on /tmp, writable in a pod too: libraries write under ~ (OpenVINO's telemetry its consent
+# file at every export, fontconfig its cache when matplotlib plots, torch.hub its downloads).
 # MPLCONFIGDIR: matplotlib's cache on the writable /tmp. NVIDIA_DRIVER_CAPABILITIES: the container
 # toolkit mounts the CUDA driver and nvidia-smi. TORCH_DISABLE_SHARE_RDZV_TCP_STORE: a fresh
 # rendezvous store for every torchrun restart round (pytorch/pytorch#135712; see the README).
 ENV PYTHONUNBUFFERED=1 \
-    HOME=/home/actiontrain \
+    HOME=/tmp \
     ACTIONTRAIN_CACHE_DIR=/var/cache/actiontrain \
     MPLCONFIGDIR=/tmp/matplotlib \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
@@ -109,7 +111,7 @@ LABEL org.opencontainers.image.title="actiontrain" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 USER 10001:10001
-WORKDIR /home/actiontrain
+WORKDIR /tmp
 
 ENTRYPOINT ["actiontrain"]
 CMD ["--help"]

@@ -49,11 +49,16 @@ class ContainersUnavailable(Exception):
     """This machine cannot build or run containers (no podman and no way to install it, or no runtime)."""
 
 
+def _environment() -> dict[str, str]:
+    """This process's environment with the project's containers.conf, unless CONTAINERS_CONF names another."""
+    return {"CONTAINERS_CONF": str(CONTAINERS_CONF), **os.environ}
+
+
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Runs ``podman ARGS`` with the project's containers.conf; returns the finished process."""
+    """Runs ``podman ARGS`` (with the project's containers.conf); returns the finished process."""
     result = subprocess.run(
         ["podman", *args],
-        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+        env=_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -63,11 +68,8 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     return result
 
 
-def build_image(image: str, log: Path, *, timeout: float) -> float:
-    """Builds ``image`` with scripts/build-image.sh (podman's layer cache makes a rebuild quick).
-
-    Returns:
-        The seconds the build took.
+def build_image(image: str, log: Path, *, timeout: float) -> None:
+    """Builds ``image`` with scripts/build-image.sh, its output in ``log`` (podman's layer cache makes a rebuild quick).
 
     Raises:
         ContainersUnavailable: the script says this machine cannot run containers (its last line).
@@ -76,7 +78,7 @@ def build_image(image: str, log: Path, *, timeout: float) -> float:
     with open(log, "w", encoding="utf-8") as output:
         result = subprocess.run(
             ["bash", str(BUILD_SCRIPT)],
-            env={**os.environ, "IMAGE": image},
+            env={**_environment(), "IMAGE": image},
             stdout=output,
             stderr=subprocess.STDOUT,
             timeout=timeout,
@@ -85,8 +87,6 @@ def build_image(image: str, log: Path, *, timeout: float) -> float:
     if result.returncode == UNAVAILABLE:
         raise ContainersUnavailable(lines[-1] if lines else "scripts/build-image.sh exited 3")
     assert result.returncode == 0, f"{BUILD_SCRIPT.name} exited {result.returncode}:\n" + "\n".join(lines[-60:])
-    built = [line for line in lines if line.startswith("[image]") and " built in " in line]
-    return float(built[-1].rsplit(" built in ", 1)[1].split()[0]) if built else float("nan")
 
 
 def _bytes(quantity: str) -> int:
@@ -276,7 +276,7 @@ class PodmanNetwork:
         with open(log, "wb") as output:
             process = subprocess.Popen(
                 command,
-                env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+                env=_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

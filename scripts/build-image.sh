@@ -65,7 +65,7 @@ volumes=()
 # The CA bundle this machine's pip trusts (PIP_CERT, or pip's configuration), in place of the
 # image's own during the build: PyPI may be reached through a TLS-inspecting proxy.
 ca="${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}"
-if [ -n "$ca" ]; then
+if [ -n "$ca" ] && [ -f "$ca" ]; then
   volumes+=(-v "$(realpath "$ca"):/etc/ssl/certs/ca-certificates.crt:ro")
   set -- --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt "$@"
 fi

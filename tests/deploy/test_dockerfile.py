@@ -59,28 +59,32 @@ def _build_args() -> dict[str, str]:
     return args
 
 
-def _pip_installs() -> list[list[str]]:
-    """The argument lists of every ``pip install`` in RUN instructions, build arguments substituted."""
+def _pip_commands(subcommand: str = "install") -> list[list[str]]:
+    """The argument lists of every ``pip SUBCOMMAND`` in RUN instructions, build arguments substituted."""
     args = _build_args()
-    installs = []
+    found = []
     for keyword, rest in _instructions():
         if keyword != "RUN":
             continue
-        lexer = shlex.shlex(rest, posix=True, punctuation_chars=";&|")
+        lexer = shlex.shlex(rest, posix=True, punctuation_chars=";&|>")
         lexer.whitespace_split = True
         commands: list[list[str]] = [[]]
         for token in lexer:
-            if token in ("&&", ";", "||"):
+            if token in ("&&", ";", "||", ">"):
                 commands.append([])
             else:
                 commands[-1].append(token)
         for words in commands:
-            if words[:2] == ["pip", "install"]:
+            if words[:2] == ["pip", subcommand]:
                 resolved = [
                     re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), word) for word in words[2:]
                 ]
-                installs.append(resolved)
-    return installs
+                found.append(resolved)
+    return found
+
+
+def _pip_installs() -> list[list[str]]:
+    return _pip_commands("install")
 
 
 def test_hadolint_finds_no_errors_or_warnings():
@@ -95,16 +99,35 @@ def test_hadolint_finds_no_errors_or_warnings():
     assert [f for f in findings if f["level"] in ("error", "warning")] == []
 
 
-def test_installs_the_package_with_no_extras_and_not_editable():
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    package_installs = [words for words in _pip_installs() if any(w == "." or w.startswith(".[") for w in words)]
-    assert len(package_installs) == 1
-    (target,) = [w for w in package_installs[0] if w == "." or w.startswith(".[")]
-    assert "-e" not in package_installs[0] and "--editable" not in package_installs[0]
-    extras = re.findall(r"[\w-]+", target[2:-1]) if target.startswith(".[") else []
-    assert set(extras) <= set(pyproject["project"].get("optional-dependencies", {}))
-    # Running needs only [project] dependencies: test and demo extras stay out of the image.
-    assert extras == []
+def test_builds_the_package_as_a_wheel_with_no_extras_and_installs_it_not_editable():
+    (wheel,) = _pip_commands("wheel")
+    assert wheel[-1] == "." and "--no-deps" in wheel  # no extras; the dependencies have their own layer
+    wheel_dir = wheel[wheel.index("--wheel-dir") + 1].rstrip("/")
+    runtime = _stages()[-1]
+    (copy,) = [shlex.split(rest) for keyword, rest in runtime if keyword == "COPY" and rest.startswith("--from=wheel")]
+    assert copy[1].rstrip("/") == wheel_dir
+    (install,) = [words for words in _pip_installs() if words[-1].endswith(".whl")]
+    assert install[-1] == f"{copy[-1].rstrip('/')}/*.whl" and "--no-deps" in install
+    assert not {"-e", "--editable"} & set(install)
+
+
+def test_installs_exactly_the_dependencies_of_the_project_table():
+    """Running needs only [project] dependencies: test and demo extras stay out of the image."""
+    runtime = _stages()[-1]
+    (copy,) = [shlex.split(rest) for keyword, rest in runtime if keyword == "COPY" and "pyproject.toml" in rest]
+    copied_to = copy[-1].rstrip("/") + "/pyproject.toml"
+    (run,) = [shlex.split(rest) for keyword, rest in runtime if keyword == "RUN" and copied_to in rest]
+    program, requirements = run[run.index("-c") + 1], run[run.index(">") + 1]
+    # The program that lists them, run on this checkout's pyproject.toml.
+    listed = subprocess.run(
+        [sys.executable, "-c", program.replace(copied_to, str(REPO_ROOT / "pyproject.toml"))],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()
+    assert listed == tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert ["-r", requirements] in [words[-2:] for words in _pip_installs()]
 
 
 def test_pins_torch_and_torchvision_as_the_setup_script_does():

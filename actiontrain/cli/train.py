@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from actiontrain import tasks
+from actiontrain.cli.exit_codes import EXIT_PREEMPTED
 from actiontrain.cli.options import add_layout_arguments
 
 __all__ = ["add_parsers"]
@@ -43,6 +45,15 @@ def _train(args: argparse.Namespace) -> int:
     result = tasks.train.train(
         args.config, args.overrides, data_url=args.data, output_url=args.output, format=args.format, split=args.split
     )
+    if result.stopped_by:
+        if result.is_main:
+            where = f"checkpoint {result.checkpoint_url}" if result.checkpoint_url else "no checkpoint yet"
+            print(
+                f"actiontrain: stopped on {result.stopped_by} after step {result.last_step} "
+                f"(epoch {result.epoch_position:.3f}; {where}); the next start resumes there",
+                file=sys.stderr,
+            )
+        return EXIT_PREEMPTED
     if result.is_main:
         summary = f"trained {result.epochs} epochs ({result.last_step} steps); output {result.output_url}"
         if result.final_eval:

@@ -48,9 +48,12 @@ from actiontrain.recipe import config_to_dict, load_config
 from actiontrain.seeding import seed_step
 from actiontrain.trained_model import TrainedModel, TrainingState
 
-__all__ = ["TrainResult", "Trainer", "restore_grad_scaler", "train"]
+__all__ = ["PEER_STOP", "TrainResult", "Trainer", "restore_grad_scaler", "train"]
 
 logger = logging.getLogger(__name__)
+
+PEER_STOP = "another rank's stop request"
+"""``TrainResult.stopped_by`` of a rank that stopped because another rank was asked to."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +70,9 @@ class TrainResult:
     """Whether this process is rank 0 (the one that reports)."""
     stopped_by: str | None = None
     """``SIGTERM`` or ``SIGINT`` when the run stopped on request before its end, after committing
-    a checkpoint of ``last_step`` (the next start resumes there); None when it ran to the end."""
+    a checkpoint of ``last_step`` (the next start resumes there); :data:`PEER_STOP` on a rank that
+    got no signal itself but stopped with the others (one node of several leaving); None when it
+    ran to the end."""
     epoch_position: float = 0.0
     """Epochs done, fractions included (2.25: a quarter into the third), where the next start resumes."""
     checkpoint_url: str | None = None
@@ -328,6 +333,8 @@ class Trainer:
         (stopped,) = agree_flags(self.stop.requested)
         while not stopped and loader.epoch < config.train.epochs:
             stopped = self._train_epoch()
+            if stopped and dist.is_main:
+                logger.info("stop agreed after step %d: saving a checkpoint there", self.step)
             if not loader.epoch_done:  # stopped after a full-batch step: a prefix of the order is used
                 self.save_checkpoint()
                 break
@@ -340,7 +347,10 @@ class Trainer:
         self.metrics.close()
         if self.ledger is not None:
             self.ledger.close()
-        stopped_by = self.stop.name if stopped else None
+        # A rank that agreed to another's request has not finished either: it must not report
+        # success (its agent would end the job), but exit like the asker, so that torchrun
+        # restarts the group without the node that left.
+        stopped_by = (self.stop.name or PEER_STOP) if stopped else None
         export_url = None
         if stopped_by and dist.is_main:
             logger.warning(

@@ -236,6 +236,26 @@ def test_sigterm_mid_epoch_commits_a_checkpoint_of_that_step_and_the_next_start_
     assert_exactly_once(ledger, num_samples=6, epochs=2)
 
 
+def test_a_rank_that_stops_for_another_ranks_sigterm_does_not_report_a_finished_run(dataset, tmp_path, monkeypatch):
+    # One node of several leaving (a scale-down, a drained node): only its ranks get SIGTERM; the
+    # others learn of it from the step's agreement and must not end the job as done.
+    from actiontrain.tasks import train as train_module
+
+    agree = train_module.agree_flags
+    calls = []
+
+    def peer_asks_after_step_two(*flags):
+        calls.append(flags)
+        stopped, *rest = agree(*flags)
+        return (stopped or len(calls) == 3, *rest)  # the start-up call, then steps 1 and 2
+
+    monkeypatch.setattr(train_module, "agree_flags", peer_asks_after_step_two)
+    output = str(tmp_path / "run")
+    _, result = _run(dataset, output, "train.epochs=2", "train.eval_every=0", "train.export=true")
+    assert (result.stopped_by, result.last_step, result.export_url) == (train_module.PEER_STOP, 2, None)
+    assert CheckpointManager(output).list_committed() == [2]
+
+
 def test_sigterm_in_the_uneven_last_step_ends_the_epoch_without_evaluating(dataset, tmp_path):
     # 6 clips in batches of 4: the second step has 2, so only the epoch's end is a prefix.
     output = str(tmp_path / "run")

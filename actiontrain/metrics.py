@@ -61,8 +61,9 @@ def to_jsonable(value: Any) -> Any:
 def process_start_time() -> float:
     """When this process was started (``time.time()`` scale): from ``/proc`` on Linux.
 
-    Where ``/proc`` is not there, the first call's time stands in (it then misses the
-    interpreter's own start-up).
+    Its age is the system's uptime now minus its start in ticks since boot (both on the boot-time
+    clock, to 10 ms); where ``/proc`` is not there, the first call's time stands in (it then misses
+    the interpreter's own start-up).
     """
     global _PROCESS_STARTED
     if _PROCESS_STARTED is None:
@@ -70,10 +71,10 @@ def process_start_time() -> float:
             with open("/proc/self/stat", encoding="ascii") as file:
                 # Field 22, counted after the command name's closing parenthesis (names may hold spaces).
                 ticks = int(file.read().rsplit(")", 1)[1].split()[19])
-            with open("/proc/stat", encoding="ascii") as file:
-                boot = next(int(line.split()[1]) for line in file if line.startswith("btime "))
-            _PROCESS_STARTED = boot + ticks / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError, StopIteration):
+            with open("/proc/uptime", encoding="ascii") as file:
+                uptime = float(file.read().split()[0])
+            _PROCESS_STARTED = time.time() - max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+        except (OSError, ValueError, IndexError):
             _PROCESS_STARTED = time.time()
     return _PROCESS_STARTED
 

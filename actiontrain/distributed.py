@@ -14,10 +14,11 @@ from actiontrain.config import DEVICES
 from actiontrain.errors import ConfigError
 
 __all__ = [
-    "SHARED_STORE_SWITCH",
     "DistInfo",
+    "SHARED_STORE_SWITCH",
     "agree_autocast_dtype",
     "agree_flags",
+    "agree_max",
     "autocast_dtype",
     "barrier",
     "cuda_unavailable_reason",
@@ -165,6 +166,18 @@ def agree_flags(*flags: bool) -> tuple[bool, ...]:
     values = torch.tensor([int(bool(flag)) for flag in flags], dtype=torch.int32)
     dist.all_reduce(values, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
     return tuple(bool(value) for value in values.tolist())
+
+
+def agree_max(value: int) -> int:
+    """The largest of the ranks' ``value``: one all-reduce (MAX) of 8 bytes on the CPU control group.
+
+    Every rank must call it at the same point. Identity in single-process mode.
+    """
+    if not _initialized():
+        return int(value)
+    values = torch.tensor([int(value)], dtype=torch.int64)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
+    return int(values.item())
 
 
 def barrier() -> None:

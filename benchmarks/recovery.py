@@ -104,7 +104,7 @@ class JobLog:
 def _worker_pid(ledger: str, *, restart: int, rank: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = glob.glob(os.path.join(ledger, f"bench.{restart}.rank{rank}.pid*.log"))
+        found = glob.glob(os.path.join(ledger, f"bench.{restart}.*.rank{rank}.pid*.log"))
         if found:
             return int(found[0].rsplit(".pid", 1)[1][:-4])
         time.sleep(0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -29,6 +30,7 @@ from actiontrain.distributed import (
     DistInfo,
     agree_autocast_dtype,
     agree_flags,
+    agree_max,
     autocast_dtype,
     barrier,
     describe_device,
@@ -40,7 +42,7 @@ from actiontrain.errors import ConfigError, DataError
 from actiontrain.evaluation import evaluate
 from actiontrain.export.exporter import EXPORT_DIR, export_model
 from actiontrain.ledger import SampleLedger
-from actiontrain.metrics import MetricsWriter, StartupClock, plot_training
+from actiontrain.metrics import MetricsWriter, StartupClock, plot_training, process_start_time
 from actiontrain.model import build_model_for_config, load_pretrained, memory_format_for
 from actiontrain.optim import build_lr_scheduler, build_optimizer, clip_gradients
 from actiontrain.preemption import StopRequest
@@ -224,7 +226,9 @@ class Trainer:
             else self.model
         )
         self.ledger = (
-            SampleLedger(config.train.sample_log, rank=dist.rank, resumed_step=self.step)
+            SampleLedger(
+                config.train.sample_log, rank=dist.rank, resumed_step=self.step, incarnation=self._incarnation()
+            )
             if config.train.sample_log
             else None
         )
@@ -250,6 +254,14 @@ class Trainer:
             logger.info("resolved config:\n%s", resolved.rstrip())
             storage.write_bytes(storage.join(self.output_url, "config.yaml"), resolved.encode())
         self._startup.lap("other")
+
+    def _incarnation(self) -> str:
+        """A name for this restart round, the same on every rank: torchrun's run id and restart
+        count, and the latest start of the ranks' processes (ms). The count alone repeats when a
+        replaced node's fresh agent counts from 0 again; the start time never does."""
+        started = agree_max(int(process_start_time() * 1000))
+        run = os.environ.get("TORCHELASTIC_RUN_ID", "local")
+        return f"{run}.{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}.{started}"
 
     # -- state -------------------------------------------------------------------------------
 

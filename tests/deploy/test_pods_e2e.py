@@ -330,3 +330,29 @@ def test_a_node_joins_and_later_leaves_mid_run_and_every_sample_is_used_once(clu
     assert text.count("resumed from step") > joined, cluster.logs()
     assert latest_step(cluster.output) is not None
     assert_exactly_once(str(cluster.ledger), num_samples=12, epochs=epochs)
+
+
+def test_sigterm_to_every_pod_commits_a_checkpoint_and_the_resubmitted_job_resumes_there(cluster):
+    # Kueue preempts the workload: every pod gets SIGTERM (then SIGKILL after the grace period).
+    synthesize(cluster.data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
+    workload = cluster.render()
+    pods = [cluster.start_pod(workload, index) for index in (0, 1)]
+    wait_for(lambda: in_epoch(cluster.ledger, 1) or exited(pods[0]), timeout=300, what="epoch 1", cluster=cluster)
+    for pod in pods:
+        pod.process.send_signal(signal.SIGTERM)
+    codes = [pod.wait(timeout=300) for pod in pods]
+    # 143: the Job's podFailurePolicy ignores it (not counted against backoffLimitPerIndex).
+    assert codes == [143, 143], cluster.logs()
+    rules = workload.job["spec"]["podFailurePolicy"]["rules"]
+    assert any(rule.get("onExitCodes", {}).get("values") == [143] and rule["action"] == "Ignore" for rule in rules)
+    stopped = latest_step(cluster.output)
+    assert f"stopped on SIGTERM after step {stopped} " in pods[0].log.read_text(), cluster.logs()
+
+    # Admitted again: new pods (the old ones gone) resume from that checkpoint and finish.
+    for pod in pods:
+        cluster.network.kill(pod)
+    again = [cluster.start_pod(workload, index) for index in (0, 1)]
+    for pod in again:
+        assert pod.wait(timeout=420) == 0, cluster.logs()
+    assert f"resumed from step {stopped}:" in again[0].log.read_text(), cluster.logs()
+    assert_exactly_once(str(cluster.ledger), num_samples=12, epochs=EPOCHS)

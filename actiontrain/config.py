@@ -179,6 +179,8 @@ class TrainConfig:
     """Steps between log lines and metrics records."""
     checkpoint_every: int = 0
     """Steps between checkpoints, besides the one at each epoch end; 0 = epoch ends only."""
+    checkpoint_every_minutes: float = 0.0
+    """Minutes (rank 0's clock) between checkpoints, besides the others; 0 = off. Bounds the work a preemption without warning loses."""
     keep_last: int = 3
     """Committed checkpoints kept in OUTPUT/checkpoints."""
     eval_every: int = 1
@@ -204,6 +206,9 @@ class TrainConfig:
         for key in ("checkpoint_every", "eval_every"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
+        minutes = self.checkpoint_every_minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes < float("inf"):
+            raise ConfigError(f"train.checkpoint_every_minutes must be a number >= 0 (0 = off), got {minutes!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.export_precision not in EXPORT_PRECISIONS:

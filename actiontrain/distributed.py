@@ -14,9 +14,11 @@ from actiontrain.config import DEVICES
 from actiontrain.errors import ConfigError
 
 __all__ = [
-    "SHARED_STORE_SWITCH",
     "DistInfo",
+    "SHARED_STORE_SWITCH",
     "agree_autocast_dtype",
+    "agree_flags",
+    "agree_max",
     "autocast_dtype",
     "barrier",
     "cuda_unavailable_reason",
@@ -61,7 +63,7 @@ def init_distributed(*, device: str = "auto", timeout_s: float = 600) -> DistInf
 
     Under torchrun (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` set)
     the default process group is initialised with ``init_method="env://"``: NCCL when the device
-    is a GPU, gloo on CPU. A job of one torchrun process still gets a group, so the code path does
+    is a GPU, gloo on CPU; beside NCCL, a gloo group carries :func:`agree_flags` over the CPU. A job of one torchrun process still gets a group, so the code path does
     not change when an elastic job shrinks to one node. Without torchrun's environment nothing is
     initialised: rank 0 of a world of 1. Calling it again returns the current state.
 
@@ -113,13 +115,13 @@ def init_distributed(*, device: str = "auto", timeout_s: float = 600) -> DistInf
     if rank == 0:
         _warn_if_rendezvous_store_is_shared()
     backend = "nccl" if torch_device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend=backend,
-        init_method="env://",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size, timeout=timeout)
+    global _CONTROL_GROUP
+    # The trainer's per-step agreement (stop, time for a checkpoint) is a few bytes: on a GPU job
+    # a gloo group over the CPU keeps it off the GPU stream, so it never waits for the step's
+    # kernels (no device sync per step). Every rank creates it, in the same order.
+    _CONTROL_GROUP = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
     logger.info("process group initialised: backend %s, world size %d, device %s", backend, world_size, torch_device)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=torch_device, backend=backend)
 
@@ -145,9 +147,37 @@ def _warn_if_rendezvous_store_is_shared() -> None:
 
 
 def destroy_distributed() -> None:
-    """Destroys the default process group; does nothing when there is none."""
+    """Destroys the default process group (and the control group); does nothing when there is none."""
+    global _CONTROL_GROUP
+    _CONTROL_GROUP = None
     if _initialized():
         dist.destroy_process_group()
+
+
+def agree_flags(*flags: bool) -> tuple[bool, ...]:
+    """Each flag OR-ed over all ranks: true everywhere once any rank raised it.
+
+    One all-reduce (MAX) of a few bytes on the CPU control group: a gloo group beside NCCL's, or
+    the default group when that is gloo already. Every rank must call it at the same point with
+    the same number of flags. Identity in single-process mode.
+    """
+    if not _initialized():
+        return tuple(bool(flag) for flag in flags)
+    values = torch.tensor([int(bool(flag)) for flag in flags], dtype=torch.int32)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
+    return tuple(bool(value) for value in values.tolist())
+
+
+def agree_max(value: int) -> int:
+    """The largest of the ranks' ``value``: one all-reduce (MAX) of 8 bytes on the CPU control group.
+
+    Every rank must call it at the same point. Identity in single-process mode.
+    """
+    if not _initialized():
+        return int(value)
+    values = torch.tensor([int(value)], dtype=torch.int64)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
+    return int(values.item())
 
 
 def barrier() -> None:
@@ -200,6 +230,10 @@ def agree_autocast_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
 def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
     """Whether training in ``dtype`` needs a ``GradScaler``: only fp16, whose range underflows gradients."""
     return dtype == torch.float16
+
+
+# A gloo group for agree_flags when the default group is NCCL; None: the default group.
+_CONTROL_GROUP: dist.ProcessGroup | None = None
 
 
 def _initialized() -> bool:

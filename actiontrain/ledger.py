@@ -24,9 +24,13 @@ __all__ = ["SampleLedger"]
 class SampleLedger:
     """Appends this process's lines to its own file in ``folder``; every line reaches the disk at once."""
 
-    def __init__(self, folder: str, *, rank: int, resumed_step: int) -> None:
+    def __init__(self, folder: str, *, rank: int, resumed_step: int, incarnation: str | None = None) -> None:
+        """``incarnation`` names the process group this process belongs to, the same on all its ranks
+        and new for each restart round (the trainer agrees on one); default: torchrun's run id and
+        this agent's restart count, which a replaced node's fresh agent starts again from 0."""
         os.makedirs(folder, exist_ok=True)
-        incarnation = f"{os.environ.get('TORCHELASTIC_RUN_ID', 'local')}.{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        if incarnation is None:
+            incarnation = f"{os.environ.get('TORCHELASTIC_RUN_ID', 'local')}.{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
         path = os.path.join(folder, f"{incarnation}.rank{rank}.pid{os.getpid()}.log")
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
         self._write(f"resume {resumed_step} {time.time():.6f} {incarnation}\n")

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from actiontrain.config import DataConfig, field_docs
+from actiontrain.config import DataConfig, TrainConfig, field_docs
 from actiontrain.errors import ConfigError
 
 
@@ -37,3 +37,10 @@ def test_bad_values_are_rejected_with_key_and_value(overrides, message):
     with pytest.raises(ConfigError) as error:
         DataConfig(**overrides)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("minutes", [-1, float("nan"), float("inf"), True, "15"])
+def test_time_based_checkpoints_take_a_number_of_minutes_or_zero(minutes):
+    with pytest.raises(ConfigError, match=r"train.checkpoint_every_minutes must be a number >= 0 \(0 = off\), got"):
+        TrainConfig(checkpoint_every_minutes=minutes)
+    assert TrainConfig(checkpoint_every_minutes=0.5).checkpoint_every_minutes == 0.5

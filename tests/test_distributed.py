@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from actiontrain import distributed
 from actiontrain.distributed import (
     agree_autocast_dtype,
+    agree_flags,
     autocast_dtype,
     barrier,
     destroy_distributed,
@@ -54,6 +55,7 @@ def test_single_process_without_torchrun_has_no_process_group(no_torchrun_env, n
 
 def test_collectives_are_identities_in_single_process_mode(no_torchrun_env):
     assert agree_autocast_dtype(torch.bfloat16) is torch.bfloat16
+    assert agree_flags(True, False) == (True, False)
     barrier()
     destroy_distributed()  # safe without a group
 
@@ -152,6 +154,8 @@ def _rank_main(local_rank: int, world_size: int, port: int, out_dir: str) -> Non
             # A mixed GPU pool: rank 0 could run bf16, rank 1 only fp16; then rank 0 has none.
             "agreed_mixed": str(agree_autocast_dtype(torch.bfloat16 if info.rank == 0 else torch.float16)),
             "agreed_none": str(agree_autocast_dtype(None if info.rank == 0 else torch.bfloat16)),
+            # One rank asks to stop, the other finds a checkpoint due: both learn of both.
+            "flags": agree_flags(info.rank == 1, info.rank == 0, False),
         }
         barrier()
     finally:
@@ -171,6 +175,7 @@ def test_two_gloo_ranks_form_a_group_and_agree_on_one_autocast_dtype(tmp_path):
         # Every rank takes the weakest rank's autocast dtype, so DDP never averages scaled fp16
         # gradients with unscaled bf16 ones.
         assert (result["agreed_mixed"], result["agreed_none"]) == ("torch.float16", "None")
+        assert result["flags"] == [True, True, False]
 
 
 def test_autocast_is_bf16_where_supported_else_fp16_and_none_on_cpu(monkeypatch):

@@ -23,6 +23,7 @@ from actiontrain.data.synth import synthesize
 from actiontrain.distributed import SHARED_STORE_SWITCH
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+ACTIONTRAIN = os.path.join(os.path.dirname(sys.executable), "actiontrain")
 EPOCHS = 3
 HELD_STEP = 5
 """Mid-run, in epoch 1: the job is cut while it saves this step, after step 4's checkpoint."""
@@ -31,7 +32,7 @@ HELD_UPLOAD = uploading(f"/step-{HELD_STEP:08d}/state.pt")
 
 def torchrun(nproc: int, data: str, output: str, ledger: str, *, max_restarts: int, job: str = "job-1") -> list[str]:
     # Each job its own rendezvous id, as the chart (Job UID) and TorchX (app id) give it: the ledger
-    # names incarnations by run id and restart count.
+    # names incarnations by run id, restart count and the round's start.
     return [
         TORCHRUN, "--nnodes", "1", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
         "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", job,
@@ -126,6 +127,80 @@ def test_job_killed_then_resumed_with_one_process_uses_every_sample_once(run, s3
     assert f"resumed from step {HELD_STEP - 1}" in result.stderr and "(was world size 2, now 1)" in result.stderr
     assert resumed_steps(run["ledger"]) == [0, HELD_STEP - 1]
     assert_exactly_once(run["ledger"], num_samples=12, epochs=EPOCHS)
+
+
+def launch(nproc: int, data: str, output: str, ledger: str, *, max_restarts: int, job: str, epochs: int, extra=()):
+    """README's launch line: ``actiontrain launch`` (torchrun with its elastic defaults) and train."""
+    return [
+        ACTIONTRAIN, "launch", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts), "--rdzv-id", job,
+        "train", "--config", "cpu_smoke", "--data", data, "--output", output, f"train.epochs={epochs}",
+        "train.batch_size=1", "train.eval_every=0", f"train.sample_log={ledger}", *extra,
+    ]  # fmt: skip
+
+
+def steps_in(ledger: str) -> list[int]:
+    steps = []
+    for path in glob.glob(os.path.join(ledger, "*.log")):
+        with open(path, encoding="utf-8") as file:
+            steps += [int(line.split()[2]) for line in file if line.startswith("sample ") and len(line.split()) == 4]
+    return steps
+
+
+@pytest.mark.e2e
+def test_sigterm_to_torchrun_commits_a_checkpoint_at_that_step_and_the_next_start_resumes_there(run):
+    # 12 clips, 2 processes, batch 1: 6 steps per epoch. One DataLoader worker per rank: torchrun
+    # signals each worker's whole process group, which must not kill the loader's workers.
+    env = {key: value for key, value in run["env"].items() if key != SHARED_STORE_SWITCH}
+    command = launch(2, run["data"], run["output"], run["ledger"], max_restarts=0, job="job-1", epochs=2,
+                     extra=["data.num_workers=1"])  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: ledger_mentions(run["ledger"], "sample 0 2 "))
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)  # what the kubelet sends the container's main process
+        output, _ = process.communicate(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        process.kill()
+    assert took < 30, f"{took:.0f} s from SIGTERM to exit\n{output[-3000:]}"
+    assert process.returncode == 143, output[-3000:]  # launch: 128 + SIGTERM, where torchrun exits 1
+    stopped = CheckpointManager(run["output"]).latest_step()
+    assert f"stopped on SIGTERM after step {stopped} " in output, output[-3000:]
+    assert "the next start resumes there" in output
+    assert "Traceback" not in output and "exited unexpectedly" not in output, output[-3000:]
+    assert 2 <= stopped < 2 * 6 and max(steps_in(run["ledger"])) == stopped  # no step after it
+    result = subprocess.run(
+        launch(2, run["data"], run["output"], run["ledger"], max_restarts=0, job="job-2", epochs=2),
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from step {stopped}:" in result.stderr
+    assert_exactly_once(run["ledger"], num_samples=12, epochs=2)
+
+
+@pytest.mark.e2e
+def test_five_worker_kills_in_a_row_under_the_launch_line_each_restart_succeeds(run):
+    # As a user launching by hand would: no TORCH_DISABLE_SHARE_RDZV_TCP_STORE in the environment.
+    env = {key: value for key, value in run["env"].items() if key != SHARED_STORE_SWITCH}
+    kills = 5
+    command = launch(2, run["data"], run["output"], run["ledger"], max_restarts=kills, job="job-1", epochs=3,
+                     extra=["train.checkpoint_every=1", "data.num_workers=0"])  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for restart in range(kills):
+            # Kill rank 1 of incarnation `restart` once it trained a step: the next one must rejoin.
+            pattern = os.path.join(run["ledger"], f"job-1.{restart}.*.rank1.*.log")
+            wait_for(lambda: any("sample " in open(path).read() for path in glob.glob(pattern)))  # noqa: B023
+            (path,) = glob.glob(pattern)
+            os.kill(int(path.rsplit(".pid", 1)[1][:-4]), signal.SIGKILL)
+        output, _ = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-3000:]
+    incarnations = {os.path.basename(p).split(".rank")[0] for p in glob.glob(os.path.join(run["ledger"], "*.log"))}
+    # run id, restart count, the round's start: one name per round, shared by its ranks.
+    assert sorted(name.rsplit(".", 1)[0] for name in incarnations) == [f"job-1.{r}" for r in range(kills + 1)]
+    assert_exactly_once(run["ledger"], num_samples=12, epochs=3)
 
 
 def test_ledger_drops_steps_redone_after_a_resume(tmp_path):

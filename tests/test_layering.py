@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "actiontrain.metrics",
             "actiontrain.evaluation",
             "actiontrain.ledger",
+            "actiontrain.preemption",
             "actiontrain.launch.rendezvous",
         ),
     ),
@@ -46,6 +47,7 @@ CLI_MAY_IMPORT = {
     "actiontrain.storage",
     "actiontrain.config",
     "actiontrain.data.layouts",
+    "actiontrain.preemption",  # the exit code of a run stopped by SIGTERM
     "actiontrain.tasks",
 }
 MAX_FUNCTION_LEVEL_IMPORTS = 6

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from actiontrain import tasks
+from actiontrain.cli.exit_codes import EXIT_PREEMPTED, EXIT_USER_ERROR
 from actiontrain.cli.options import add_layout_arguments
 
 __all__ = ["add_parsers"]
@@ -26,6 +28,22 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     train.set_defaults(handler=_train)
 
+    # torchrun's options are not ours to parse: "+" as the prefix leaves every "-" argument to it.
+    launch = commands.add_parser(
+        "launch",
+        prefix_chars="+",
+        add_help=False,
+        usage="actiontrain launch [TORCHRUN OPTIONS] COMMAND [ARGS]",
+        help="run an actiontrain command under torchrun with elastic defaults (like accelerate launch)",
+        description="Runs torchrun [OPTIONS] -m actiontrain COMMAND [ARGS] in this process "
+        "with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, so that restarts never reconnect to a dead worker, and, "
+        "unless given, --rdzv-backend c10d, --rdzv-endpoint 127.0.0.1:0 on one node and --max-restarts 3. "
+        "SIGTERM stops the workers after their step with a checkpoint; launch then exits 143. "
+        "Example: actiontrain launch --nproc-per-node 2 train --config cpu_smoke --data DATA --output OUT",
+    )
+    launch.add_argument("arguments", nargs=argparse.REMAINDER, help="torchrun's options, the command, its arguments")
+    launch.set_defaults(handler=_launch, launch_parser=launch)
+
     evaluate = commands.add_parser(
         "eval",
         help="evaluate a checkpoint on a subset: video-level top-1/top-5 with multi-view averaging",
@@ -43,6 +61,15 @@ def _train(args: argparse.Namespace) -> int:
     result = tasks.train.train(
         args.config, args.overrides, data_url=args.data, output_url=args.output, format=args.format, split=args.split
     )
+    if result.stopped_by:
+        if result.is_main:
+            where = f"checkpoint {result.checkpoint_url}" if result.checkpoint_url else "no checkpoint yet"
+            print(
+                f"actiontrain: stopped on {result.stopped_by} after step {result.last_step} "
+                f"(epoch {result.epoch_position:.3f}; {where}); the next start resumes there",
+                file=sys.stderr,
+            )
+        return EXIT_PREEMPTED
     if result.is_main:
         summary = f"trained {result.epochs} epochs ({result.last_step} steps); output {result.output_url}"
         if result.final_eval:
@@ -51,6 +78,13 @@ def _train(args: argparse.Namespace) -> int:
             summary += f"; OpenVINO export {result.export_url}"
         print(summary)
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    if args.arguments in ([], ["-h"], ["--help"]):
+        args.launch_parser.print_help()
+        return 0 if args.arguments else EXIT_USER_ERROR
+    return tasks.launch.launch(args.arguments)
 
 
 def _eval(args: argparse.Namespace) -> int:

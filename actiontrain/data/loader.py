@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,12 +45,19 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def worker_init(_worker_id: int) -> None:
-    """Gives each DataLoader worker its own fsspec event loop and connections.
+    """Readies a DataLoader worker: its own fsspec event loop and connections, its own process group.
 
     A forked worker inherits the parent's s3fs instances, whose aiohttp sessions belong to the
     parent's event-loop thread, which does not exist in the child; using them hangs. Dropping the
     cached instances and the loop makes the worker open its own on first use.
+
+    torchrun stops a worker by signalling its process group, and Ctrl-C signals the terminal's:
+    a worker in the trainer's group would die of the SIGTERM meant for the trainer and take it
+    down ("DataLoader worker exited unexpectedly") before it could finish its step and
+    checkpoint. In a group of its own it is stopped by the trainer only (closing the loader, or
+    exiting: workers watch their parent).
     """
+    os.setpgid(0, 0)
     fsspec.asyn.reset_lock()
     fsspec.AbstractFileSystem.clear_instance_cache()
     for subclass in _all_subclasses(fsspec.AbstractFileSystem):

@@ -1,7 +1,7 @@
 """Run-level tasks: what a command does from start to end, composed of the components below.
 
-``data``, ``train``, ``evaluate``, ``export`` (and ``pull``), ``optimize``, ``predict`` and ``demo``. The command line calls
-these and nothing else; no component imports a task. Submodules load on first use
+``data``, ``train``, ``launch`` (torchrun), ``evaluate``, ``export`` (and ``pull``), ``optimize``,
+``predict`` and ``demo``. The command line calls these and nothing else; no component imports a task. Submodules load on first use
 (``tasks.train``), so ``actiontrain --help`` does not import torch.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["data", "demo", "evaluate", "export", "optimize", "predict", "train"]
+__all__ = ["data", "demo", "evaluate", "export", "launch", "optimize", "predict", "train"]
 
 
 def __getattr__(name: str) -> ModuleType:

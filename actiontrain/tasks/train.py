@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -28,6 +29,8 @@ from actiontrain.data.loader import ClipLoader
 from actiontrain.distributed import (
     DistInfo,
     agree_autocast_dtype,
+    agree_flags,
+    agree_max,
     autocast_dtype,
     barrier,
     describe_device,
@@ -39,16 +42,20 @@ from actiontrain.errors import ConfigError, DataError
 from actiontrain.evaluation import evaluate
 from actiontrain.export.exporter import EXPORT_DIR, export_model
 from actiontrain.ledger import SampleLedger
-from actiontrain.metrics import MetricsWriter, plot_training
+from actiontrain.metrics import MetricsWriter, StartupClock, plot_training, process_start_time
 from actiontrain.model import build_model_for_config, load_pretrained, memory_format_for
 from actiontrain.optim import build_lr_scheduler, build_optimizer, clip_gradients
+from actiontrain.preemption import StopRequest
 from actiontrain.recipe import config_to_dict, load_config
 from actiontrain.seeding import seed_step
 from actiontrain.trained_model import TrainedModel, TrainingState
 
-__all__ = ["TrainResult", "Trainer", "restore_grad_scaler", "train"]
+__all__ = ["PEER_STOP", "TrainResult", "Trainer", "restore_grad_scaler", "train"]
 
 logger = logging.getLogger(__name__)
+
+PEER_STOP = "another rank's stop request"
+"""``TrainResult.stopped_by`` of a rank that stopped because another rank was asked to."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +70,15 @@ class TrainResult:
     """The OpenVINO export written at the end (``train.export``), on rank 0."""
     is_main: bool = True
     """Whether this process is rank 0 (the one that reports)."""
+    stopped_by: str | None = None
+    """``SIGTERM`` or ``SIGINT`` when the run stopped on request before its end, after committing
+    a checkpoint of ``last_step`` (the next start resumes there); :data:`PEER_STOP` on a rank that
+    got no signal itself but stopped with the others (one node of several leaving); None when it
+    ran to the end."""
+    epoch_position: float = 0.0
+    """Epochs done, fractions included (2.25: a quarter into the third), where the next start resumes."""
+    checkpoint_url: str | None = None
+    """The newest committed checkpoint (None: none yet)."""
 
 
 def train(
@@ -77,7 +93,9 @@ def train(
     """Trains a recipe on ``data_url`` into ``output_url``, resuming from its newest checkpoint.
 
     Call it in every process of a torchrun job (or in a single process); the process group is
-    destroyed at the end.
+    destroyed at the end. From the first training step on, SIGTERM and SIGINT stop the run after
+    the current step with a committed checkpoint (:class:`~actiontrain.preemption.StopRequest`);
+    the result says so in ``stopped_by``.
 
     Args:
         recipe: A shipped recipe's name, a YAML path or URL, or a config.
@@ -120,11 +138,26 @@ class Trainer:
     so it continues smoothly.
     """
 
-    def __init__(self, config: Config, *, data_url: str, output_url: str, format: str | None = None, split: int = 1):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        data_url: str,
+        output_url: str,
+        format: str | None = None,
+        split: int = 1,
+        stop: StopRequest | None = None,
+    ):
         self.config = config
         self.output_url = output_url.rstrip("/")
+        self.stop = stop or StopRequest()
+        """Set by SIGTERM/SIGINT while :meth:`train` runs (or by ``request()``): stop with a checkpoint."""
+        # Where a restart's time goes (the recovery time of an elastic job), logged after step 1.
+        self._startup: StartupClock | None = StartupClock()
+        self._startup.lap("imports")
         self.dist: DistInfo = init_distributed(device=config.train.device)
         dist = self.dist
+        self._startup.lap("process group")
         # The same initial weights on every rank (DDP also broadcasts rank 0's); dropout is
         # seeded per step and rank (seed_step), augmentation per sample.
         torch.manual_seed(config.train.seed)
@@ -154,6 +187,7 @@ class Trainer:
             if config.train.eval_every
             else None
         )
+        self._startup.lap("dataset")
 
         self.model = build_model_for_config(config, num_classes=len(self.classes))
         cuda = dist.device.type == "cuda"
@@ -169,8 +203,11 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.amp_dtype))
         self.checkpoints = CheckpointManager(self.output_url, keep_last=config.train.keep_last)
+        self._startup.lap("model")
 
         self.step = 0
+        self.checkpoint_url: str | None = None
+        """The newest committed checkpoint of this run (None: none yet)."""
         resumed = TrainingState.load_latest(self.checkpoints)
         if resumed is not None:
             self._restore(resumed)
@@ -178,6 +215,9 @@ class Trainer:
             self.loader.set_epoch(0)
             if config.model.pretrained:
                 load_pretrained(self.model, config.model.pretrained)
+        self._startup.lap("checkpoint")
+        # rank 0's clock decides when a time-based checkpoint is due (train.checkpoint_every_minutes).
+        self._last_save = time.monotonic()
         # Records logged after the checkpoint we resume from will be logged again: drop them.
         self.metrics = MetricsWriter(self.output_url, enabled=dist.is_main, drop_after_step=self.step)
         self.ddp = (
@@ -186,7 +226,9 @@ class Trainer:
             else self.model
         )
         self.ledger = (
-            SampleLedger(config.train.sample_log, rank=dist.rank, resumed_step=self.step)
+            SampleLedger(
+                config.train.sample_log, rank=dist.rank, resumed_step=self.step, incarnation=self._incarnation()
+            )
             if config.train.sample_log
             else None
         )
@@ -211,6 +253,15 @@ class Trainer:
             resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
             logger.info("resolved config:\n%s", resolved.rstrip())
             storage.write_bytes(storage.join(self.output_url, "config.yaml"), resolved.encode())
+        self._startup.lap("other")
+
+    def _incarnation(self) -> str:
+        """A name for this restart round, the same on every rank: torchrun's run id and restart
+        count, and the latest start of the ranks' processes (ms). The count alone repeats when a
+        replaced node's fresh agent counts from 0 again; the start time never does."""
+        started = agree_max(int(process_start_time() * 1000))
+        run = os.environ.get("TORCHELASTIC_RUN_ID", "local")
+        return f"{run}.{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}.{started}"
 
     # -- state -------------------------------------------------------------------------------
 
@@ -226,6 +277,7 @@ class Trainer:
         self.scheduler.load_state_dict(state.lr_scheduler)
         restore_grad_scaler(self.scaler, dict(state.grad_scaler))
         self.step = state.step
+        self.checkpoint_url = self.checkpoints.step_url(state.step)
         if self.dist.is_main:
             logger.info(
                 "resumed from step %d: epoch %d, %d of %d samples done (was world size %d, now %d)",
@@ -236,6 +288,17 @@ class Trainer:
                 state.world_size,
                 self.dist.world_size,
             )
+            if state.world_size != self.dist.world_size:
+                batch = self.config.train.batch_size
+                logger.info(
+                    "world size changed %d -> %d: global batch %d -> %d (%d per process), learning rate %.3g",
+                    state.world_size,
+                    self.dist.world_size,
+                    state.world_size * batch,
+                    self.dist.world_size * batch,
+                    batch,
+                    self.optimizer.param_groups[0]["lr"],
+                )
 
     def training_state(self) -> TrainingState:
         """Everything a checkpoint of this step holds."""
@@ -257,25 +320,59 @@ class Trainer:
             url = self.training_state().save(self.checkpoints)
             logger.info("checkpoint %s (%.1f s)", url, time.perf_counter() - started)
         barrier()
+        self.checkpoint_url = self.checkpoints.step_url(self.step)
+        self._last_save = time.monotonic()
         if self.ledger is not None:
             self.ledger.checkpoint(self.step)
 
     # -- loop --------------------------------------------------------------------------------
 
     def train(self) -> TrainResult:
+        """Trains to the last epoch, or until a stop request (SIGTERM, SIGINT) is agreed on.
+
+        A stop request is honoured after the step in which it arrived: every rank learns of it in
+        the same step's agreement (:func:`~actiontrain.distributed.agree_flags`), rank 0 commits
+        a checkpoint of that step, and the run returns without evaluating or exporting. A second
+        signal is not caught: it ends the process, and a checkpoint cut short never counts.
+        """
+        with self.stop:
+            return self._train()
+
+    def _train(self) -> TrainResult:
         config, dist, loader = self.config, self.dist, self.loader
         final_eval = None
-        while loader.epoch < config.train.epochs:
-            self._train_epoch()
+        # A request during start-up: the state is the resumed checkpoint's, nothing to save.
+        (stopped,) = agree_flags(self.stop.requested)
+        while not stopped and loader.epoch < config.train.epochs:
+            stopped = self._train_epoch()
+            if stopped and dist.is_main:
+                logger.info("stop agreed after step %d: saving a checkpoint there", self.step)
+            if not loader.epoch_done:  # stopped after a full-batch step: a prefix of the order is used
+                self.save_checkpoint()
+                break
+            # Checkpoint, then evaluate: a stop during a long evaluation loses only the evaluation.
             loader.end_epoch()
-            if self.validation is not None and loader.epoch % config.train.eval_every == 0:
-                final_eval = self._evaluate()
             self.save_checkpoint()
+            if not stopped and self.validation is not None and loader.epoch % config.train.eval_every == 0:
+                final_eval = self._evaluate()
+                (stopped,) = agree_flags(self.stop.requested)
         self.metrics.close()
         if self.ledger is not None:
             self.ledger.close()
+        # A rank that agreed to another's request has not finished either: it must not report
+        # success (its agent would end the job), but exit like the asker, so that torchrun
+        # restarts the group without the node that left.
+        stopped_by = (self.stop.name or PEER_STOP) if stopped else None
         export_url = None
-        if dist.is_main:
+        if stopped_by and dist.is_main:
+            logger.warning(
+                "stopped on %s after step %d (epoch %.3f) with checkpoint %s",
+                stopped_by,
+                self.step,
+                loader.epoch_position(),
+                self.checkpoint_url,
+            )
+        elif dist.is_main:
             confusion = torch.tensor(final_eval["confusion"]) if final_eval else None
             plot_training(self.metrics.records, confusion, self.classes, storage.join(self.output_url, "training.png"))
             if config.train.export:
@@ -287,10 +384,18 @@ class Trainer:
             final_eval=final_eval,
             export_url=export_url,
             is_main=dist.is_main,
+            stopped_by=stopped_by,
+            epoch_position=loader.epoch_position(),
+            checkpoint_url=self.checkpoint_url,
         )
 
-    def _train_epoch(self) -> None:
-        """The rest of the current epoch, from wherever the loader stands."""
+    def _train_epoch(self) -> bool:
+        """The rest of the current epoch, from wherever the loader stands.
+
+        Returns:
+            True when the ranks agreed to stop; the loader then stands after the last step taken,
+            which ended the epoch or was a full-batch step (see :meth:`ClipLoader.full_steps_left`).
+        """
         config, dist, loader = self.config, self.dist, self.loader
         self.ddp.train()
         # Every rank runs the same steps: DDP's collectives pair up only if all ranks run each
@@ -309,9 +414,12 @@ class Trainer:
         started, waited, clips = time.perf_counter(), 0.0, 0
         ready = time.perf_counter()
         batches = iter(loader)
+        every, minutes = config.train.checkpoint_every, config.train.checkpoint_every_minutes
+        stopped = False
         for step_in_epoch in range(1, steps + 1):
             batch = next(batches, None)
             waited += time.perf_counter() - ready
+            self._lap_startup("first batch")
             self.step += 1
             seed_step(config.train.seed, rank=dist.rank, step=self.step)
             loss = self._train_step(batch)
@@ -322,16 +430,34 @@ class Trainer:
             loader.advance()
             self.scheduler.step(loader.epoch_position())
             self._progress.update(1)
+            self._lap_startup("first step")
             if self.step % config.train.log_every == 0 and loss is not None:
                 self._log_step(loss, clips, started, waited)
             # Only after a step where every rank took a full batch are the consumed samples a
             # prefix of the epoch's order; the epoch's last step is followed by its own checkpoint.
-            every = config.train.checkpoint_every
-            if every and self.step % every == 0 and step_in_epoch <= full_steps and not loader.epoch_done:
+            full = step_in_epoch <= full_steps and not loader.epoch_done
+            due = dist.is_main and full and minutes > 0 and time.monotonic() - self._last_save >= 60 * minutes
+            # One tiny all-reduce per step: every rank stops (or saves) after the same step.
+            stopped, due = agree_flags(self.stop.requested, due)
+            if stopped:
+                break
+            if full and (due or (every and self.step % every == 0)):
                 self.save_checkpoint()
             ready = time.perf_counter()
-        next(batches, None)  # lets the loader finish its epoch (bad-sample accounting, workers)
+        if not stopped:
+            next(batches, None)  # lets the loader finish its epoch (bad-sample accounting, workers)
         self._progress.close()
+        return stopped
+
+    def _lap_startup(self, phase: str) -> None:
+        """Start-up phases up to the first step; logged once, then the clock is dropped."""
+        if self._startup is None:
+            return
+        self._startup.lap(phase)
+        if phase == "first step":
+            if self.dist.is_main:
+                logger.info("start-up took %s", self._startup.describe())
+            self._startup = None
 
     def _train_step(self, batch: dict[str, Any] | None) -> torch.Tensor | None:
         """One optimizer step; returns the detached loss (a tensor: no GPU sync until logged).

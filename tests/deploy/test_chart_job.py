@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from kube import CHART_DIR, container_argv, container_environment, pod_template, render_chart
 
+from actiontrain.cli.exit_codes import EXIT_PREEMPTED, EXIT_USER_ERROR
 from actiontrain.distributed import SHARED_STORE_SWITCH
 
 # End-to-end: the chart is rendered by Helm's Go library in a worker process.
@@ -58,8 +61,6 @@ def test_renders_torchrun_arguments_from_the_values():
         "--rdzv-backend=c10d",
         "--rdzv-endpoint=demo-actiontrain-0.demo-actiontrain.ml.svc:29400",
         f"--rdzv-id={JOB_UID}",
-        "-m",
-        "actiontrain",
         "train",
         "--config=/etc/actiontrain/recipe.yaml",
         "--data=s3://datasets/ucf101",
@@ -108,16 +109,27 @@ def test_renders_max_failed_indexes_as_the_nodes_the_job_can_lose(nodes, max_fai
     assert _job(BASE | {"nodes": nodes, "job": {"maxFailedIndexes": 0}})["spec"]["maxFailedIndexes"] == 0
 
 
-def test_renders_a_failure_policy_that_retries_lost_nodes_and_fails_on_usage_errors():
+def test_renders_a_failure_policy_that_retries_lost_and_stopped_nodes_and_fails_on_usage_errors():
     spec = _job(BASE | {"job": {"backoffLimitPerIndex": 5}})["spec"]
     template = spec["template"]["spec"]
+    container = template["containers"][0]["name"]
     assert template["restartPolicy"] == "Never"  # required by podFailurePolicy
     assert spec["backoffLimitPerIndex"] == 5
     assert spec["podReplacementPolicy"] == "Failed"
-    ignore, fail = spec["podFailurePolicy"]["rules"]
-    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    disrupted, stopped, fail = spec["podFailurePolicy"]["rules"]
+    assert disrupted == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert stopped == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_PREEMPTED]},
+    }
     assert fail["action"] == "FailJob"
-    assert fail["onExitCodes"] == {"containerName": template["containers"][0]["name"], "operator": "In", "values": [2]}
+    assert fail["onExitCodes"] == {"containerName": container, "operator": "In", "values": [EXIT_USER_ERROR]}
+
+
+@pytest.mark.parametrize("seconds", [120, 30])
+def test_renders_the_termination_grace_period_from_the_values(seconds):
+    values = BASE if seconds == 120 else BASE | {"terminationGracePeriodSeconds": seconds}
+    assert pod_template(_job(values))["spec"]["terminationGracePeriodSeconds"] == seconds
 
 
 def test_renders_the_rendezvous_identity_from_the_downward_api():
@@ -229,6 +241,33 @@ def test_renders_the_kueue_queue_label_and_partial_admission_when_elastic():
     assert "annotations" not in fixed["metadata"]
 
 
+def test_renders_an_elastic_job_without_partial_admission_when_kueue_elastic_is_set():
+    values = BASE | {"nodes": {"min": 1, "max": 4}, "kueue": {"queueName": "team-a", "elastic": True}}
+    job = _job(values)
+    assert job["metadata"]["annotations"] == {"kueue.x-k8s.io/elastic-job": "true"}
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    spec = job["spec"]
+    assert (spec["completions"], spec["parallelism"], spec["suspend"]) == (4, 4, True)
+    # Resized down to nodes.min (completions 1), the Job must still be valid: maxFailedIndexes <= 1.
+    assert spec["maxFailedIndexes"] == 1
+    assert _job(values | {"nodes": {"min": 3, "max": 4}})["spec"]["maxFailedIndexes"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kueue", "annotations"),
+    [
+        ({"queueName": "team-a"}, {"kueue.x-k8s.io/job-min-parallelism": "2"}),
+        ({"queueName": "team-a", "partialAdmission": False}, None),
+        ({"queueName": "team-a", "elastic": False, "partialAdmission": True}, {"kueue.x-k8s.io/job-min-parallelism": "2"}),
+        ({"queueName": "team-a", "elastic": True, "partialAdmission": False}, {"kueue.x-k8s.io/elastic-job": "true"}),
+        ({"queueName": ""}, None),
+    ],
+)
+def test_renders_partial_admission_only_when_not_elastic(kueue, annotations):
+    job = _job(GPU_MULTINODE | {"kueue": kueue})
+    assert job["metadata"].get("annotations") == annotations
+
+
 def test_renders_s3_credentials_as_secret_references_only():
     values = BASE | {
         "s3": {"existingSecret": "s3-credentials", "endpointUrl": "http://minio.minio:9000", "region": "eu-west-1"}
@@ -262,58 +301,119 @@ def test_renders_deadline_and_ttl_only_when_set():
     assert _job(BASE | {"ttlSecondsAfterFinished": 0})["spec"]["ttlSecondsAfterFinished"] == 0
 
 
-# The launcher script itself, run by /bin/sh with stand-ins for python and torchrun that record
-# their arguments: node 0 hosts the store and does not wait; the others wait first.
+# The launcher script itself, run by /bin/sh with a stand-in for python that records its
+# arguments and exits with the codes it is given, in turn: node 0 hosts the store and does not
+# wait; the others wait first, and rejoin when their launch ends with an error.
+
+LAUNCH = "python -m actiontrain launch --rdzv-conf="
+WAIT = "python -m actiontrain.launch.rendezvous --wait demo-actiontrain-0.demo-actiontrain.ml.svc:29400 --timeout 900"
 
 
-def _stub(directory: Path, name: str, exit_code: int = 0) -> None:
-    path = directory / name
-    path.write_text(f'#!/bin/sh\necho "{name} $*" >> "$CALLS"\nexit {exit_code}\n')
+def _python_stub(directory: Path) -> None:
+    path = directory / "python"
+    path.write_text(
+        "#!/bin/sh\n"
+        'echo "python $*" >> "$CALLS"\n'
+        'case "$*" in *"actiontrain launch"*) codes="$LAUNCH_CODES" ;; *) codes="$WAIT_CODES" ;; esac\n'
+        'code=$(head -n 1 "$codes"); sed -i 1d "$codes"\n'
+        'if [ "$code" = sleep ]; then trap \'echo "python got TERM" >> "$CALLS"; exit 143\' TERM; '
+        'echo started > "$CALLS.started"; while :; do sleep 0.1; done; fi\n'
+        "exit ${code:-0}\n"
+    )
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def _run_launcher(tmp_path: Path, index: int | None, *, python_exit: int = 0) -> tuple[int, list[str]]:
+def _launcher(
+    tmp_path: Path, index: int | None, *, wait: tuple = (), launch: tuple = (), values: dict | None = None
+) -> tuple[list[str], dict[str, str], Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    _stub(bin_dir, "python", python_exit)
-    _stub(bin_dir, "torchrun")
+    _python_stub(bin_dir)
     calls = tmp_path / "calls"
     calls.write_text("")
-    container = _container(GPU_MULTINODE)
-    fields = _pod_fields(0 if index is None else index)
-    env = container_environment(container, fields=fields)
+    (tmp_path / "wait_codes").write_text("".join(f"{code}\n" for code in wait))
+    (tmp_path / "launch_codes").write_text("".join(f"{code}\n" for code in launch))
+    container = _container(values or GPU_MULTINODE)
+    env = container_environment(container, fields=_pod_fields(0 if index is None else index))
     if index is None:
         del env["ACTIONTRAIN_NODE_INDEX"]
-    env |= {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)}
-    result = subprocess.run(container_argv(container, env), env=env, capture_output=True, text=True, timeout=30)
+    env |= {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "WAIT_CODES": str(tmp_path / "wait_codes"),
+        "LAUNCH_CODES": str(tmp_path / "launch_codes"),
+    }
+    return container_argv(container, env), env, calls
+
+
+def _run_launcher(tmp_path: Path, index: int | None, **codes) -> tuple[int, list[str]]:
+    argv, env, calls = _launcher(tmp_path, index, **codes)
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     return result.returncode, calls.read_text().splitlines()
 
 
 def test_launcher_on_node_zero_hosts_the_store_without_waiting(tmp_path):
     code, calls = _run_launcher(tmp_path, 0)
     assert code == 0
-    (torchrun,) = calls
-    assert torchrun.startswith("torchrun --rdzv-conf=is_host=true,join_timeout=900 --nnodes=2:4 --nproc-per-node=8")
+    (launch,) = calls
+    assert launch.startswith(f"{LAUNCH}is_host=true,join_timeout=900 --nnodes=2:4 --nproc-per-node=8")
 
 
 def test_launcher_on_other_nodes_waits_for_node_zero_first(tmp_path):
     code, calls = _run_launcher(tmp_path, 2)
     assert code == 0
-    wait, torchrun = calls
-    assert (
-        wait
-        == "python -m actiontrain.launch.rendezvous --wait demo-actiontrain-0.demo-actiontrain.ml.svc:29400 --timeout 900"
-    )
-    assert torchrun.startswith("torchrun --rdzv-conf=is_host=false,join_timeout=900 ")
+    wait, launch = calls
+    assert wait == WAIT
+    assert launch.startswith(f"{LAUNCH}is_host=false,join_timeout=900 ")
 
 
 def test_launcher_does_not_start_torchrun_when_node_zero_never_came(tmp_path):
-    code, calls = _run_launcher(tmp_path, 1, python_exit=1)
+    code, calls = _run_launcher(tmp_path, 1, wait=(1,))
     assert code == 1  # retried by the Job (counted against backoffLimitPerIndex)
-    assert len(calls) == 1 and calls[0].startswith("python ")
+    assert calls == [WAIT]
 
 
 def test_launcher_without_a_node_index_is_a_usage_error_that_fails_the_job(tmp_path):
     code, calls = _run_launcher(tmp_path, None)
     assert code == 2  # podFailurePolicy: FailJob
     assert calls == []
+
+
+def test_launcher_rejoins_in_the_same_container_when_node_zero_is_lost(tmp_path):
+    # node 0's pod dies: this node's launch fails twice (the store is gone, then its replacement
+    # is late), then joins the replacement's rendezvous and finishes.
+    code, calls = _run_launcher(tmp_path, 1, launch=(1, 1, 0))
+    assert code == 0
+    assert [call.split(" --rdzv-conf")[0] for call in calls] == [WAIT, "python -m actiontrain launch"] * 3
+
+
+def test_launcher_gives_up_rejoining_after_the_attempts_the_values_allow(tmp_path):
+    values = GPU_MULTINODE | {"rendezvous": {"rejoinAttempts": 1}}
+    code, calls = _run_launcher(tmp_path, 1, launch=(1, 1, 0), values=values)
+    assert code == 1
+    assert len(calls) == 4  # wait, launch, wait, launch
+
+
+@pytest.mark.parametrize(("index", "exit_code"), [(0, 1), (1, 2), (1, 143)])
+def test_launcher_does_not_retry_node_zero_usage_errors_or_stops(tmp_path, index, exit_code):
+    code, calls = _run_launcher(tmp_path, index, launch=(exit_code, 0))
+    assert code == exit_code
+    assert sum(call.startswith(LAUNCH) for call in calls) == 1
+
+
+def test_launcher_forwards_sigterm_to_the_launch_and_exits_with_its_code(tmp_path):
+    argv, env, calls = _launcher(tmp_path, 1, launch=("sleep", 0))
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        started = Path(f"{calls}.started")
+        for _ in range(300):
+            if started.exists() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 143
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert calls.read_text().splitlines()[-1] == "python got TERM"
+    assert sum(call.startswith(LAUNCH) for call in calls.read_text().splitlines()) == 1  # not rejoined

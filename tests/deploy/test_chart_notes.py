@@ -46,3 +46,11 @@ def test_notes_name_the_pytorchjob_and_the_kueue_queue():
     notes = render_chart(BASE | {"backend": "pytorchjob", "kueue": {"queueName": "team-a"}}).notes
     assert "kubectl -n ml get pytorchjob demo-actiontrain" in notes
     assert "Kueue LocalQueue team-a" in notes
+
+
+def test_notes_say_how_to_resize_an_elastic_job():
+    values = BASE | {"nodes": {"min": 2, "max": 4}, "kueue": {"queueName": "team-a", "elastic": True}}
+    notes = render_chart(values).notes
+    assert "resize it in place to N nodes (2 to 4)" in notes
+    assert """kubectl -n ml patch job demo-actiontrain --type=merge -p '{"spec":{"parallelism":N,"completions":N}}'""" in notes
+    assert "resize it" not in render_chart(BASE | {"kueue": {"queueName": "team-a"}}).notes

@@ -30,6 +30,7 @@ MATRIX = {
     },
     "pytorchjob": BASE | {"backend": "pytorchjob", "nodes": {"min": 1, "max": 3}, "gpusPerNode": 1},
     "kueue": BASE | {"nodes": {"min": 2, "max": 8}, "kueue": {"queueName": "team-vision"}},
+    "kueue-elastic": BASE | {"nodes": {"min": 2, "max": 8}, "kueue": {"queueName": "team-vision", "elastic": True}},
     "pytorchjob-kueue": BASE | {"backend": "pytorchjob", "kueue": {"queueName": "team-vision"}},
     "network-policy": BASE
     | {"networkPolicy": {"enabled": True, "s3": {"ports": [443, 9000], "to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}}},
@@ -123,6 +124,12 @@ def test_renders_names_within_dns_limits_for_a_long_release_name():
         ({"image": {"digest": "latest"}}, "/image/digest'"),
         ({"pytorchjob": {"cleanPodPolicy": "Never"}}, "value must be one of 'None', 'Running', 'All'"),
         ({"kueue": {"queueName": "Team A"}}, "/kueue/queueName'"),
+        (
+            {"kueue": {"queueName": "team-a", "elastic": True, "partialAdmission": True}},
+            "/kueue/partialAdmission'",
+        ),
+        ({"kueue": {"elastic": "yes"}}, "/kueue/elastic': got string, want boolean"),
+        ({"rendezvous": {"rejoinAttempts": -1}}, "/rendezvous/rejoinAttempts': minimum: got -1, want 0"),
         ({"shm": {"sizeLimit": "lots"}}, "/shm/sizeLimit'"),
     ],
 )
@@ -159,6 +166,15 @@ def test_schema_refuses_bad_values_naming_the_key(values, message):
             "networkPolicy.collectivePorts.start must be <= end, got 40000 and 30000",
         ),
         ({"backend": "pytorchjob", "nodes": {"min": 4, "max": 1}}, "nodes.min must be <= nodes.max"),
+        ({"kueue": {"elastic": True}}, "kueue.elastic needs kueue.queueName"),
+        (
+            {"backend": "pytorchjob", "kueue": {"queueName": "q", "elastic": True}},
+            "kueue.elastic needs backend job (Kueue resizes only a batch/v1 Job in place), got backend pytorchjob",
+        ),
+        (
+            {"nodes": {"min": 1, "max": 4}, "job": {"maxFailedIndexes": 2}, "kueue": {"queueName": "q", "elastic": True}},
+            "job.maxFailedIndexes must be <= nodes.min (1) with kueue.elastic",
+        ),
     ],
 )
 def test_templates_fail_with_a_clear_message_on_what_the_schema_cannot_express(values, message):

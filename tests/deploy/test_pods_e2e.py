@@ -10,6 +10,7 @@ what is emulated and what is not.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import uuid
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from capabilities import require
 from kube import CHART_DIR, container_argv, container_environment, indexed_job_pod, pod_template, render_chart
+from ledger_audit import assert_exactly_once
 from pods import Pod, PodNetwork, netns_unavailable, pod_mounts
 from s3_gate import S3Gate, uploading
 
@@ -50,6 +52,7 @@ OVERRIDES = (
     "train.export=true",
 )
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,9 @@ class Cluster:
     output: str
     ledger: Path
 
-    def render(self, *, s3_endpoint: str | None = None) -> Workload:
+    def render(self, *, s3_endpoint: str | None = None, **extra: Any) -> Workload:
         """The chart with its CI cpu-smoke values, pointed at this S3 server (or ``s3_endpoint``
-        in front of it) and made small."""
+        in front of it) and made small (then ``extra``)."""
         values = yaml.safe_load((CHART_DIR / "ci" / "cpu-smoke-values.yaml").read_text())
         mountpoints = self.directory / "mountpoints"
         for name in ("recipe", "cache"):
@@ -91,7 +94,7 @@ class Cluster:
             "overrides": [*OVERRIDES, f"train.sample_log={self.ledger}"],
             # torchrun's agent logs its rendezvous results at INFO; one thread per pod.
             "extraEnv": [{"name": "LOGLEVEL", "value": "INFO"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
-        }
+        } | extra
         rendered = render_chart(values, name=RELEASE, namespace=NAMESPACE)
         job, service = rendered.one("Job"), rendered.one("Service")
         assert pod_template(job)["spec"]["subdomain"] == service["metadata"]["name"] == self.network.subdomain
@@ -135,6 +138,8 @@ def image_environment(home: Path) -> dict[str, str]:
         "PATH": f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # The checkout under test, as the image's /app: not whatever the venv has installed.
+        "PYTHONPATH": str(REPO),
         "HOME": str(home),
         "MPLCONFIGDIR": str(home / ".matplotlib"),
     }
@@ -167,6 +172,11 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, cluste
 def latest_step(output: str) -> int | None:
     storage.url_to_fs(output)[0].invalidate_cache()  # s3fs caches listings; the pods keep writing
     return CheckpointManager(output).latest_step()
+
+
+def in_epoch(ledger: Path, epoch: int) -> bool:
+    """Whether some process has logged a sample of ``epoch`` in the ledger."""
+    return any(f"sample {epoch} " in path.read_text() for path in ledger.glob("*.log"))
 
 
 def exited(pod: Pod) -> bool:
@@ -257,3 +267,100 @@ def test_job_trains_from_s3_and_a_killed_pod_is_replaced_and_rejoins(cluster):
     assert latest_step(cluster.output) == EPOCHS * STEPS_PER_EPOCH, cluster.logs()
     for name in ("manifest.json", "model.xml", "model.bin"):
         assert storage.exists(storage.join(cluster.output, "export", name)), f"no export/{name}\n{cluster.logs()}"
+
+
+def test_losing_node_zero_does_not_fail_the_other_pods(cluster):
+    synthesize(cluster.data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
+    workload = cluster.render()
+    node0, node1 = cluster.start_pod(workload, 0), cluster.start_pod(workload, 1)
+    wait_for(lambda: in_epoch(cluster.ledger, 1) or exited(node0), timeout=300, what="epoch 1", cluster=cluster)
+    assert not exited(node0) and not exited(node1), cluster.logs()
+
+    # The rendezvous host's pod is lost, and its store with it: node 1's launch fails, and its
+    # launcher waits, in the same container, for node 0's replacement.
+    cluster.network.kill(node0)
+    wait_for(
+        lambda: "rejoining, attempt 1" in node1.log.read_text() or exited(node1),
+        timeout=300,
+        what="node 1 to rejoin",
+        cluster=cluster,
+    )
+    assert not exited(node1), f"node 1's pod failed with node 0\n{cluster.logs()}"
+    replacement = cluster.start_pod(workload, 0)
+
+    wait_for(lambda: exited(replacement), timeout=420, what="node 0's replacement to finish", cluster=cluster)
+    assert replacement.process.returncode == 0, f"node 0's replacement failed\n{cluster.logs()}"
+    wait_for(lambda: exited(node1), timeout=120, what="node 1 to finish", cluster=cluster)
+    assert node1.process.returncode == 0, f"node 1 failed\n{cluster.logs()}"  # the same container throughout
+    assert "group_world_size=2" in replacement.log.read_text(), cluster.logs()
+    assert latest_step(cluster.output) == EPOCHS * STEPS_PER_EPOCH, cluster.logs()
+    assert_exactly_once(str(cluster.ledger), num_samples=12, epochs=EPOCHS)
+
+
+def test_a_node_joins_and_later_leaves_mid_run_and_every_sample_is_used_once(cluster):
+    # An elastic Job of nodes 1:3 resized as Kueue does it: running at parallelism and completions
+    # 2, raised to 3 (index 2's pod starts once its workload slice is admitted: the world grows),
+    # then lowered to 2 (the Job controller deletes the highest index, which gets SIGTERM: the
+    # world shrinks). Real torchrun agents, one network namespace per pod; the run finishes on two.
+    synthesize(cluster.data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
+    epochs = 12  # long enough for a join and a leave, each a restart of the worker group
+    overrides = [o for o in OVERRIDES if not o.startswith(("train.epochs=", "train.export="))]
+    workload = cluster.render(
+        nodes={"min": 1, "max": 3},
+        kueue={"queueName": "team-a", "elastic": True},
+        overrides=[*overrides, f"train.epochs={epochs}", f"train.sample_log={cluster.ledger}"],
+    )
+    assert workload.job["metadata"]["annotations"]["kueue.x-k8s.io/elastic-job"] == "true"
+    node0, node1 = cluster.start_pod(workload, 0), cluster.start_pod(workload, 1)
+    log0 = node0.log.read_text
+    wait_for(lambda: in_epoch(cluster.ledger, 1) or exited(node0), timeout=300, what="epoch 1", cluster=cluster)
+    assert "world size 2" in log0() and not exited(node0), cluster.logs()
+
+    node2 = cluster.start_pod(workload, 2)
+    wait_for(lambda: "world size 3," in log0() or exited(node0), timeout=300, what="the join", cluster=cluster)
+    assert not exited(node0), cluster.logs()
+    joined = log0().count("resumed from step")
+    wait_for(
+        lambda: " INFO step " in log0().split("world size 3,")[-1] or exited(node0),
+        timeout=120,
+        what="a step on three nodes",
+        cluster=cluster,
+    )
+
+    node2.process.send_signal(signal.SIGTERM)  # the kubelet's SIGTERM to the container
+    assert node2.wait(timeout=120) == 143, cluster.logs()  # stopped after its checkpoint
+    wait_for(lambda: exited(node0) and exited(node1), timeout=600, what="the run to finish", cluster=cluster)
+    assert (node0.process.returncode, node1.process.returncode) == (0, 0), cluster.logs()
+
+    text = log0()
+    assert "world size changed 2 -> 3: global batch 4 -> 6" in text, cluster.logs()
+    assert "world size changed 3 -> 2: global batch 6 -> 4" in text, cluster.logs()
+    assert text.count("resumed from step") > joined, cluster.logs()
+    assert latest_step(cluster.output) is not None
+    assert_exactly_once(str(cluster.ledger), num_samples=12, epochs=epochs)
+
+
+def test_sigterm_to_every_pod_commits_a_checkpoint_and_the_resubmitted_job_resumes_there(cluster):
+    # Kueue preempts the workload: every pod gets SIGTERM (then SIGKILL after the grace period).
+    synthesize(cluster.data, format="ucf101", num_classes=3, videos_per_class=6, num_frames=(12, 16))
+    workload = cluster.render()
+    pods = [cluster.start_pod(workload, index) for index in (0, 1)]
+    wait_for(lambda: in_epoch(cluster.ledger, 1) or exited(pods[0]), timeout=300, what="epoch 1", cluster=cluster)
+    for pod in pods:
+        pod.process.send_signal(signal.SIGTERM)
+    codes = [pod.wait(timeout=300) for pod in pods]
+    # 143: the Job's podFailurePolicy ignores it (not counted against backoffLimitPerIndex).
+    assert codes == [143, 143], cluster.logs()
+    rules = workload.job["spec"]["podFailurePolicy"]["rules"]
+    assert any(rule.get("onExitCodes", {}).get("values") == [143] and rule["action"] == "Ignore" for rule in rules)
+    stopped = latest_step(cluster.output)
+    assert f"stopped on SIGTERM after step {stopped} " in pods[0].log.read_text(), cluster.logs()
+
+    # Admitted again: new pods (the old ones gone) resume from that checkpoint and finish.
+    for pod in pods:
+        cluster.network.kill(pod)
+    again = [cluster.start_pod(workload, index) for index in (0, 1)]
+    for pod in again:
+        assert pod.wait(timeout=420) == 0, cluster.logs()
+    assert f"resumed from step {stopped}:" in again[0].log.read_text(), cluster.logs()
+    assert_exactly_once(str(cluster.ledger), num_samples=12, epochs=EPOCHS)

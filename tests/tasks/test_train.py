@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -34,10 +35,21 @@ def dataset(tmp_path_factory) -> str:
     return root
 
 
-def _run(dataset: str, output: str, *overrides: str):
+def _run(dataset: str, output: str, *overrides: str, stop_at: int | None = None, stop=None):
+    """Trains in this process; with ``stop_at``, SIGTERM arrives during that step."""
     config = load_config("cpu_smoke", [*TINY, *overrides])
     try:
-        trainer = Trainer(config, data_url=dataset, output_url=output)
+        trainer = Trainer(config, data_url=dataset, output_url=output, stop=stop)
+        if stop_at is not None:
+            take_step = trainer._train_step
+
+            def step_then_signal(batch):
+                loss = take_step(batch)
+                if trainer.step == stop_at:
+                    os.kill(os.getpid(), signal.SIGTERM)  # what torchrun forwards to each worker
+                return loss
+
+            trainer._train_step = step_then_signal
         return trainer, trainer.train()
     finally:
         destroy_distributed()
@@ -206,3 +218,71 @@ def test_a_rank_whose_whole_batch_is_unreadable_keeps_step_with_the_other(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped unreadable sample" in result.stderr
     assert CheckpointManager(output).latest_step() == 3  # 12 clips, 2 ranks x batch 2
+
+
+def test_sigterm_mid_epoch_commits_a_checkpoint_of_that_step_and_the_next_start_resumes_there(dataset, tmp_path):
+    output, ledger = str(tmp_path / "run"), str(tmp_path / "ledger")
+    logged = ("train.eval_every=0", f"train.sample_log={ledger}")
+    handler = signal.getsignal(signal.SIGTERM)
+    trainer, result = _run(dataset, output, "train.epochs=2", *logged, stop_at=2)
+    # 3 steps per epoch: step 2 took full batches, so it is a prefix of the epoch's order.
+    assert (result.stopped_by, result.last_step, result.epochs) == ("SIGTERM", 2, 0)
+    assert result.checkpoint_url == CheckpointManager(output).step_url(2)
+    assert CheckpointManager(output).list_committed() == [2]
+    assert dict(TrainingState.load(result.checkpoint_url).data)["consumed"] == 4
+    assert signal.getsignal(signal.SIGTERM) == handler  # the handler is the run's only
+    _, resumed = _run(dataset, output, "train.epochs=2", *logged)
+    assert (resumed.stopped_by, resumed.last_step) == (None, 6)
+    assert_exactly_once(ledger, num_samples=6, epochs=2)
+
+
+def test_a_rank_that_stops_for_another_ranks_sigterm_does_not_report_a_finished_run(dataset, tmp_path, monkeypatch):
+    # One node of several leaving (a scale-down, a drained node): only its ranks get SIGTERM; the
+    # others learn of it from the step's agreement and must not end the job as done.
+    from actiontrain.tasks import train as train_module
+
+    agree = train_module.agree_flags
+    calls = []
+
+    def peer_asks_after_step_two(*flags):
+        calls.append(flags)
+        stopped, *rest = agree(*flags)
+        return (stopped or len(calls) == 3, *rest)  # the start-up call, then steps 1 and 2
+
+    monkeypatch.setattr(train_module, "agree_flags", peer_asks_after_step_two)
+    output = str(tmp_path / "run")
+    _, result = _run(dataset, output, "train.epochs=2", "train.eval_every=0", "train.export=true")
+    assert (result.stopped_by, result.last_step, result.export_url) == (train_module.PEER_STOP, 2, None)
+    assert CheckpointManager(output).list_committed() == [2]
+
+
+def test_sigterm_in_the_uneven_last_step_ends_the_epoch_without_evaluating(dataset, tmp_path):
+    # 6 clips in batches of 4: the second step has 2, so only the epoch's end is a prefix.
+    output = str(tmp_path / "run")
+    _, result = _run(dataset, output, "train.epochs=2", "train.batch_size=4", stop_at=2)
+    assert (result.stopped_by, result.last_step, result.epochs) == ("SIGTERM", 2, 1)
+    state = TrainingState.load(result.checkpoint_url)
+    assert dict(state.data) == {"epoch": 1, "consumed": 0, "seed": 0, "num_samples": 6}
+    records = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
+    assert [r for r in records if r["kind"] == "eval"] == []
+
+
+def test_a_stop_asked_during_start_up_trains_nothing(dataset, tmp_path):
+    from actiontrain.preemption import StopRequest
+
+    stop = StopRequest()
+    stop.request()
+    trainer, result = _run(dataset, str(tmp_path / "run"), "train.epochs=1", stop=stop)
+    assert (result.stopped_by, result.last_step, result.checkpoint_url) == ("SIGTERM", 0, None)
+    assert trainer.loader.consumed == 0
+
+
+def test_time_based_checkpoints_are_taken_at_full_batch_steps(dataset, tmp_path, caplog):
+    output = str(tmp_path / "run")
+    # Due at every step: the full-batch steps 1, 2, 4, 5 and the epoch ends 3, 6 (the last step
+    # of an epoch is followed by its own checkpoint, not a second one).
+    with caplog.at_level("INFO", logger="actiontrain"):
+        _run(dataset, output, "train.epochs=2", "train.checkpoint_every_minutes=1e-9", "train.keep_last=10")
+    assert CheckpointManager(output).list_committed() == [1, 2, 3, 4, 5, 6]
+    assert caplog.text.count("checkpoint ") >= 6
+    assert "start-up took " in caplog.text and "first step" in caplog.text

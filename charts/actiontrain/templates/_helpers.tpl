@@ -197,6 +197,17 @@ example.
 {{- if and (not (kindIs "invalid" .Values.job.maxFailedIndexes)) (gt (.Values.job.maxFailedIndexes | int) $max) }}
 {{- fail (printf "job.maxFailedIndexes must be <= nodes.max (%d), got %d; null means nodes.max - nodes.min" $max (.Values.job.maxFailedIndexes | int)) }}
 {{- end }}
+{{- if .Values.kueue.elastic }}
+{{- if ne .Values.backend "job" }}
+{{- fail (printf "kueue.elastic needs backend job (Kueue resizes only a batch/v1 Job in place), got backend %s; e.g. --set backend=job" .Values.backend) }}
+{{- end }}
+{{- if not .Values.kueue.queueName }}
+{{- fail "kueue.elastic needs kueue.queueName (the Job must be queued in Kueue to be resized); e.g. --set kueue.queueName=team-a" }}
+{{- end }}
+{{- if and (not (kindIs "invalid" .Values.job.maxFailedIndexes)) (gt (.Values.job.maxFailedIndexes | int) $min) }}
+{{- fail (printf "job.maxFailedIndexes must be <= nodes.min (%d) with kueue.elastic (a Job resized down to nodes.min needs maxFailedIndexes <= completions), got %d; null picks it" $min (.Values.job.maxFailedIndexes | int)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -204,18 +215,52 @@ The launcher every node runs, the same in charts/actiontrain and k8s/. Node 0 ho
 c10d store (is_host=true, decided by the node index rather than by torchrun's hostname guess, which
 fails while node 0's DNS name is not yet published) and so must not wait for itself. Every other
 node first waits, bounded, until node 0 accepts connections. join_timeout uses the same bound: how
-long the first nodes.min nodes may take to come up together. The torchrun arguments follow as
-"$@" (the container's args).
+long the first nodes.min nodes may take to come up together. `actiontrain launch` runs torchrun's
+agent with a fresh store per restart round and exits 143 after a SIGTERM (the checkpoint is
+committed), which the Job's podFailurePolicy ignores. Its arguments follow as "$@" (the
+container's args).
+
+Losing node 0 takes the store with it: every other node's torchrun ends with an error. Rather
+than failing those pods too (each failure counting against backoffLimitPerIndex, and the new pods
+queueing again), a node other than 0 starts its launcher again in the same container, up to
+ACTIONTRAIN_REJOIN_ATTEMPTS times: it waits for node 0's replacement as at the start and joins the
+new rendezvous, resuming from the newest checkpoint. Node 0 itself does not retry: its pod is
+replaced, with the same hostname. A usage error (2) or a stop by signal is never retried. The shell
+is no longer exec'd away, so it forwards SIGTERM to the launch and returns its exit code.
 */}}
 {{- define "actiontrain.launcher" -}}
-set -eu
+set -u
 is_host=false
 if [ "$ACTIONTRAIN_NODE_INDEX" = 0 ]; then
   is_host=true
-else
-  python -m actiontrain.launch.rendezvous --wait "$ACTIONTRAIN_RDZV_ENDPOINT" --timeout "$ACTIONTRAIN_RDZV_TIMEOUT_S"
 fi
-exec torchrun --rdzv-conf="is_host=$is_host,join_timeout=$ACTIONTRAIN_RDZV_TIMEOUT_S" "$@"
+attempt=0
+stopping=false
+child=
+trap 'stopping=true; if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; fi' TERM INT
+while :; do
+  if [ "$is_host" = false ]; then
+    python -m actiontrain.launch.rendezvous --wait "$ACTIONTRAIN_RDZV_ENDPOINT" --timeout "$ACTIONTRAIN_RDZV_TIMEOUT_S" || exit $?
+  fi
+  if [ "$stopping" = true ]; then
+    exit 143
+  fi
+  python -m actiontrain launch --rdzv-conf="is_host=$is_host,join_timeout=$ACTIONTRAIN_RDZV_TIMEOUT_S" "$@" &
+  child=$!
+  code=0
+  wait "$child" || code=$?
+  # A trapped signal interrupts wait: wait again until the launch has exited, for its own code.
+  while kill -0 "$child" 2>/dev/null; do
+    code=0
+    wait "$child" || code=$?
+  done
+  child=
+  if [ "$code" = 0 ] || [ "$code" = 2 ] || [ "$code" = 130 ] || [ "$code" = 143 ] || [ "$stopping" = true ] || [ "$is_host" = true ] || [ "$attempt" -ge "$ACTIONTRAIN_REJOIN_ATTEMPTS" ]; then
+    exit "$code"
+  fi
+  attempt=$((attempt + 1))
+  echo "launcher: actiontrain launch ended with $code (node 0 lost?); rejoining, attempt $attempt of $ACTIONTRAIN_REJOIN_ATTEMPTS" >&2
+done
 {{- end }}
 
 {{/*
@@ -227,7 +272,8 @@ passed as it was written.
 {{- end }}
 
 {{/*
-torchrun's arguments and the training command after it (the container's args). Every value comes
+actiontrain launch's arguments: torchrun's options, then the training command (the container's
+args). Every value comes
 from the container's environment through Kubernetes' $(VAR) expansion, so k8s/ runs the very same
 args and a test can run a replica's command by setting the environment alone.
 */}}
@@ -238,8 +284,6 @@ args and a test can run a replica's command by setting the environment alone.
 - --rdzv-backend=c10d
 - --rdzv-endpoint=$(ACTIONTRAIN_RDZV_ENDPOINT)
 - --rdzv-id=$(ACTIONTRAIN_RDZV_ID)
-- -m
-- actiontrain
 - train
 - --config=$(ACTIONTRAIN_RECIPE)
 - --data=$(ACTIONTRAIN_DATA)
@@ -357,6 +401,8 @@ spec:
         {{- end }}
         - name: ACTIONTRAIN_RDZV_TIMEOUT_S
           value: {{ $values.rendezvous.timeoutSeconds | int | quote }}
+        - name: ACTIONTRAIN_REJOIN_ATTEMPTS
+          value: {{ $values.rendezvous.rejoinAttempts | int | quote }}
         - name: ACTIONTRAIN_NNODES
           value: {{ printf "%d:%d" ($values.nodes.min | int) ($values.nodes.max | int) | quote }}
         - name: ACTIONTRAIN_NPROC_PER_NODE

@@ -12,8 +12,8 @@ from exported_models import motion_export, x3d_export
 
 from actiontrain import storage
 from actiontrain.cli import main
-from actiontrain.export.manifest import MANIFEST_FILE, MODEL_BIN, MODEL_XML
-from actiontrain.export.store import local_export
+from actiontrain.export.manifest import MANIFEST_FILE, MODEL_BIN, MODEL_FILES, MODEL_XML
+from actiontrain.export.store import local_export, publish_version
 
 ACTIONTRAIN = os.path.join(os.path.dirname(sys.executable), "actiontrain")
 
@@ -102,6 +102,25 @@ def test_predict_takes_a_folder_of_videos_and_a_dataset_subset(capsys, motion):
     assert [item["input"] for item in predictions] == [sample.url for sample in motion.test_samples]
     for item, sample in zip(predictions, motion.test_samples):
         assert item["top_k"][0]["label"] == motion.classes[sample.label]
+
+
+def test_predict_and_pull_take_a_model_folder_and_skip_a_version_being_written(capsys, motion, tmp_path):
+    repository = str(tmp_path / "models")
+    publish_version(motion.export, repository, "motion", motion.result.manifest)
+    for name in MODEL_FILES:  # version 2 is being uploaded: its manifest, written last, is not there yet
+        storage.copy(os.path.join(motion.export, name), f"{repository}/motion/2/{name}")
+    sample = motion.test_samples[0]
+    code, out, err = run(capsys, "predict", "--model", f"{repository}/motion", sample.url, "--json", "--top-k", "1")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["model"] == f"{repository}/motion/1"
+    assert report["predictions"][0]["top_k"][0]["label"] == motion.classes[sample.label]
+    code, out, err = run(capsys, "pull", f"{repository}/motion", str(tmp_path / "pulled"))
+    assert code == 0, err
+    assert local_export(str(tmp_path / "pulled")).manifest == motion.result.manifest
+    os.remove(f"{repository}/motion/1/{MANIFEST_FILE}")  # no complete version left
+    code, out, err = run(capsys, "predict", "--model", f"{repository}/motion", sample.url)
+    assert_one_line_error(code, err, "no export at", "no numbered version folder below it has one")
 
 
 def test_eval_of_an_export_prints_the_checkpoint_keys_and_its_precision(capsys, motion):

@@ -9,6 +9,7 @@ import sys
 from actiontrain import tasks
 from actiontrain.cli.exit_codes import EXIT_PREEMPTED, EXIT_USER_ERROR
 from actiontrain.cli.options import add_layout_arguments
+from actiontrain.errors import ConfigError
 
 __all__ = ["add_parsers"]
 
@@ -46,14 +47,22 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
     evaluate = commands.add_parser(
         "eval",
-        help="evaluate a checkpoint on a subset: video-level top-1/top-5 with multi-view averaging",
+        help="evaluate a checkpoint or an OpenVINO export on a subset: video-level top-1/top-5 with multi-view averaging",
+        description="Scores every video of the subset with the evaluation views of the model's recipe. With "
+        "--model, an OpenVINO export (FP32, FP16 or INT8; a folder, URL, or a serving repository's model folder) "
+        "is scored the same way and the output adds its weight precision and the precision OpenVINO computed in "
+        "(f32 unless the CPU's default passed the export's parity check).",
     )
-    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder URL, or a training --output URL")
+    model = evaluate.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a checkpoint folder URL, or a training --output URL")
+    model.add_argument("--model", help="an OpenVINO export folder or URL")
     evaluate.add_argument("--data", required=True, help="dataset root URL")
     evaluate.add_argument("--subset", default="", help="subset to evaluate (default: validation, val or test)")
     add_layout_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the saved data config")
+    evaluate.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="with --checkpoint: overrides of the saved data config"
+    )
     evaluate.set_defaults(handler=_eval)
 
 
@@ -88,14 +97,28 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    result = tasks.evaluate.evaluate_checkpoint(
-        args.checkpoint, args.data, subset=args.subset, format=args.format, split=args.split, overrides=args.overrides
-    )
+    if args.model is not None:
+        if args.overrides:
+            raise ConfigError(
+                f"overrides ({' '.join(args.overrides)}) apply to a checkpoint's recipe; an export's is fixed: drop them"
+            )
+        result = tasks.evaluate.evaluate_export(
+            args.model, args.data, subset=args.subset, format=args.format, split=args.split
+        )
+        what = (
+            f"{result['precision']} export step {result['step']}, OpenVINO {result['inference_precision']}, "
+            f"{result['throughput(clips/s)']:.1f} clips/s"
+        )
+    else:
+        result = tasks.evaluate.evaluate_checkpoint(
+            args.checkpoint, args.data, subset=args.subset, format=args.format, split=args.split, overrides=args.overrides
+        )
+        what = f"checkpoint step {result['step']}"
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"{result['subset']}: top1 {result['top1']:.1%}  top5 {result['top5']:.1%}  "
-            f"({result['num_videos']} videos, checkpoint step {result['step']})"
+            f"({result['num_videos']} videos, {what})"
         )
     return 0

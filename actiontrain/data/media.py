@@ -8,8 +8,9 @@ import posixpath
 from datumaro.components.media import Video
 
 from actiontrain import storage
+from actiontrain.errors import DataError
 
-__all__ = ["FRAME_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoRef", "is_frame_folder"]
+__all__ = ["FRAME_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoRef", "find_media", "is_frame_folder"]
 
 VIDEO_EXTENSIONS = frozenset({".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"})
 """File suffixes read as video files; any other media URL is a folder of frame images."""
@@ -21,6 +22,35 @@ def is_frame_folder(url: str) -> bool:
     """True when ``url`` has no video suffix, so it names a folder of frame images (Jester's layout)."""
     name = posixpath.basename(url.rstrip("/"))
     return posixpath.splitext(name)[1].lower() not in VIDEO_EXTENSIONS
+
+
+def find_media(url: str) -> list[str]:
+    """The media ``url`` names: itself if it is a video file or a frame folder, else every video
+    file and every subfolder (a frame folder) directly in the folder ``url``, sorted.
+
+    Hidden entries (``.name``) are passed over; nothing deeper than one level is searched.
+
+    Raises:
+        NotFoundError: ``url`` is a folder that does not exist.
+        DataError: a folder with neither frames, videos nor subfolders.
+        StorageError: it cannot be listed.
+    """
+    if not is_frame_folder(url):
+        return [url]
+    entries = [(name, folder) for name, folder in storage.list_entries(url) if not name.startswith(".")]
+    if any(not folder and posixpath.splitext(name)[1].lower() in FRAME_EXTENSIONS for name, folder in entries):
+        return [url]
+    found = [
+        storage.join(url, name)
+        for name, folder in entries
+        if folder or posixpath.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+    ]
+    if not found:
+        raise DataError(
+            f"{url} holds no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}), frames or frame folders; "
+            "pass videos, frame folders, or a folder of them"
+        )
+    return found
 
 
 class VideoRef(Video):

@@ -78,7 +78,15 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     """Evaluation of the PyTorch model at export time (``top1``, ``top5``, ``num_videos``...)."""
     parity: dict[str, Any] | None = None
-    """PyTorch vs OpenVINO logits at export time (see :class:`~actiontrain.export.convert.Parity`)."""
+    """PyTorch vs OpenVINO logits at export time, OpenVINO computing in f32 (see
+    :class:`~actiontrain.export.convert.Parity`): the check every export must pass."""
+    default_precision: str | None = None
+    """OpenVINO's default CPU inference precision where the export was made (``f32``, ``bf16``,
+    ``f16``); None in exports made before it was recorded."""
+    default_parity: dict[str, Any] | None = None
+    """The parity check again at ``default_precision`` when that is not f32 (then ``parity`` covers
+    both). Readers use the default precision only where this passed, and only on CPUs whose
+    default is the same."""
     quantization: dict[str, Any] | None = None
     """INT8 only: calibration and the top-1 of the FP32 and INT8 models on the validation subset."""
     created: str = ""
@@ -120,6 +128,8 @@ class Manifest:
             "step": self.step,
             "metrics": self.metrics,
             "parity": self.parity,
+            "default_precision": self.default_precision,
+            "default_parity": self.default_parity,
             "quantization": self.quantization,
             "recipe": self.recipe,
             "created": self.created,
@@ -158,6 +168,8 @@ class Manifest:
                 step=document.get("step"),
                 metrics=dict(document.get("metrics") or {}),
                 parity=document.get("parity"),
+                default_precision=document.get("default_precision"),
+                default_parity=document.get("default_parity"),
                 quantization=document.get("quantization"),
                 created=str(document.get("created", "")),
                 versions=dict(document.get("versions") or {}),
@@ -237,6 +249,8 @@ def new_manifest(
     step: int | None,
     metrics: dict[str, Any],
     parity: dict[str, Any] | None,
+    default_precision: str | None = None,
+    default_parity: dict[str, Any] | None = None,
 ) -> Manifest:
     """A manifest stamped with the current time and versions."""
     return Manifest(
@@ -247,6 +261,8 @@ def new_manifest(
         step=step,
         metrics=metrics,
         parity=parity,
+        default_precision=default_precision,
+        default_parity=default_parity,
         created=_now(),
         versions=_versions(),
     )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from actiontrain import storage
-from actiontrain.errors import ConfigError, DataError, NotFoundError
+from actiontrain.errors import ConfigError, DataError, NotFoundError, StorageError
 from actiontrain.export.manifest import (
     MANIFEST_FILE,
     MODEL_FILES,
@@ -20,8 +22,9 @@ from actiontrain.export.manifest import (
     Manifest,
     verify_files,
 )
+from actiontrain.export.repository import all_versions, model_url, newest_version_url, version_url
 
-__all__ = ["LocalExport", "local_export", "publish", "pull", "read_manifest"]
+__all__ = ["LocalExport", "local_export", "publish", "publish_version", "pull", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +71,103 @@ def publish(local_dir: str | Path, output_url: str, manifest: Manifest) -> str:
     return output_url
 
 
-def _manifest_bytes(url: str) -> bytes:
+_MAX_VERSION_ATTEMPTS = 5
+
+
+def publish_version(local_dir: str | Path, repository_url: str, name: str, manifest: Manifest) -> str:
+    """Adds an export folder to a model server's repository as ``<repository>/<name>/<N>/``.
+
+    ``N`` is one more than the highest numbered folder there, complete or not, so no version is
+    ever overwritten (model servers do not notice a version's files changing; they load a new
+    number). Locally the version is written in a hidden staging folder beside it and renamed into
+    place, so it appears whole. On object storage nothing can appear whole: ``model.bin``,
+    ``model.xml`` and the manifest are uploaded in that order, and readers of this package skip the
+    folder until its manifest exists (:func:`~actiontrain.export.repository.complete_versions`).
+
+    Args:
+        local_dir: Folder with ``model.xml`` and ``model.bin`` matching ``manifest``.
+        repository_url: The repository (a model server's ``--model_repository_path`` or the parent of
+            its ``base_path``), any fsspec URL.
+        name: The model's name: its folder, and the name the model server serves it under.
+        manifest: The export's manifest.
+
+    Returns:
+        The new version's folder.
+
+    Raises:
+        ConfigError: ``name`` is not a valid model name.
+        StorageError: the repository cannot be listed or written.
+    """
+    model_folder = model_url(repository_url, name)
+    if not storage.is_local(model_folder):
+        target = version_url(model_folder, _next_version(model_folder))
+        return publish(local_dir, target, manifest)
+    for _ in range(_MAX_VERSION_ATTEMPTS):
+        target = version_url(model_folder, _next_version(model_folder))
+        staging = storage.join(model_folder, f".staging-{uuid.uuid4().hex}")
+        try:
+            publish(local_dir, staging, manifest)
+            if _rename_unless_taken(staging, target):
+                logger.info("added version %s of model %s to %s", target.rsplit("/", 1)[-1], name, repository_url)
+                return target
+        finally:
+            shutil.rmtree(storage.local_path(staging), ignore_errors=True)
+        logger.info("version folder %s appeared meanwhile; taking the next number", target)
+    raise StorageError(f"could not claim a new version folder under {model_folder}: other writers kept taking them")
+
+
+def _rename_unless_taken(source: str, target: str) -> bool:
+    """Renames a local folder; False when ``target`` exists (rename refuses a non-empty folder)."""
+    try:
+        os.rename(storage.local_path(source), storage.local_path(target))
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False
+        with storage.storage_errors(target):
+            raise
+    return True
+
+
+def _next_version(model_folder: str) -> int:
+    versions = all_versions(model_folder)
+    return versions[-1] + 1 if versions else 1
+
+
+def _resolve(url: str) -> tuple[str, bytes]:
+    """The export folder ``url`` names and its manifest's bytes.
+
+    An export folder names itself; a model folder of a serving repository (numbered version
+    folders below it) names its newest complete version.
+    """
     manifest_url = storage.join(url, MANIFEST_FILE)
     try:
-        return storage.read_bytes(manifest_url)
+        return url, storage.read_bytes(manifest_url)
     except NotFoundError as error:
-        raise NotFoundError(
-            f"no export at {url}: {manifest_url} does not exist (not an export, or one still being written: "
-            "the manifest is written last); pass the folder that `actiontrain export` wrote"
-        ) from error
+        newest = newest_version_url(url)
+        if newest is None:
+            raise NotFoundError(
+                f"no export at {url}: {manifest_url} does not exist (not an export, or one still being written: "
+                "the manifest is written last) and no numbered version folder below it has one; pass the folder "
+                "that `actiontrain export` wrote, or a model folder of its --serving-repository"
+            ) from error
+    try:
+        return newest, storage.read_bytes(storage.join(newest, MANIFEST_FILE))
+    except NotFoundError as error:  # removed between the listing and the read
+        raise NotFoundError(f"no export at {url}: version {newest} disappeared while being read; retry") from error
 
 
 def read_manifest(url: str) -> Manifest:
     """The manifest of the export at ``url`` (its files are not checked; :func:`pull` does that).
+
+    ``url`` may also be a model folder of a serving repository: its newest complete version is read.
 
     Raises:
         NotFoundError: no manifest there.
         DataError: the manifest is not valid.
         StorageError: the storage cannot be read.
     """
-    return Manifest.from_json(_manifest_bytes(url), url=storage.join(url, MANIFEST_FILE))
+    url, data = _resolve(url.rstrip("/"))
+    return Manifest.from_json(data, url=storage.join(url, MANIFEST_FILE))
 
 
 def pull(url: str, directory: str | Path) -> Manifest:
@@ -98,6 +178,8 @@ def pull(url: str, directory: str | Path) -> Manifest:
     manifest written last. A pull that fails or is interrupted leaves no manifest that vouches
     for files it did not check.
 
+    ``url`` may also be a model folder of a serving repository: its newest complete version is pulled.
+
     Returns:
         The export's manifest.
 
@@ -107,8 +189,9 @@ def pull(url: str, directory: str | Path) -> Manifest:
         ConfigError: ``directory`` is not a local folder.
         StorageError: the storage cannot be read or ``directory`` written.
     """
-    url = url.rstrip("/")
-    return _pull(url, Path(_local_folder(directory)), _manifest_bytes(url))
+    directory = Path(_local_folder(directory))
+    url, manifest_bytes = _resolve(url.rstrip("/"))
+    return _pull(url, directory, manifest_bytes)
 
 
 def _local_folder(directory: str | Path) -> str:
@@ -154,20 +237,20 @@ def local_export(url: str) -> LocalExport:
 
     A local folder is verified in place. A remote export is pulled into the cache
     (``actiontrain/exports/<hash of the URL>``) and reused while its remote manifest is unchanged
-    and the cached files still match it.
+    and the cached files still match it. A model folder of a serving repository stands for its
+    newest complete version (the returned ``url`` names that version).
 
     Raises:
         NotFoundError: no export at ``url``.
         DataError: the manifest is invalid or a file does not match it.
         StorageError: the storage cannot be read.
     """
-    url = url.rstrip("/")
+    url, manifest_bytes = _resolve(url.rstrip("/"))
     if storage.is_local(url):
         directory = Path(storage.url_to_fs(url)[1])
-        manifest = read_manifest(str(directory))
+        manifest = Manifest.from_json(manifest_bytes, url=storage.join(url, MANIFEST_FILE))
         verify_files(directory, manifest)
         return LocalExport(directory=directory, manifest=manifest, url=url)
-    manifest_bytes = _manifest_bytes(url)
     directory = storage.cache_dir("exports", hashlib.sha256(url.encode()).hexdigest()[:16])
     cached = directory / MANIFEST_FILE
     if cached.is_file() and cached.read_bytes() == manifest_bytes:

@@ -143,7 +143,7 @@ def _pipeline(
 
     sample = load_dataset(internal_url).samples("test")[0]
     with stage("predict on a test video (OpenVINO, CPU)"):
-        (prediction,) = predict(model_dir, [sample.url], top_k=3)
+        (prediction,) = predict(model_dir, [sample.url], top_k=3).predictions
         truth = manifest.classes[sample.label] if sample.label is not None else "?"
         result.facts["prediction"] = f"{os.path.basename(sample.url)} (true: {truth}) -> " + ", ".join(
             f"{label} {score:.2f}" for label, score in prediction.top_k

@@ -1,4 +1,4 @@
-"""``actiontrain export / optimize / pull / predict`` as users run them: output, JSON, one-line errors."""
+"""``actiontrain export / optimize / pull / predict / eval --model`` as users run them: output, JSON, one-line errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from exported_models import motion_export, x3d_export
 
 from actiontrain import storage
 from actiontrain.cli import main
-from actiontrain.export.manifest import MANIFEST_FILE, MODEL_BIN, MODEL_XML
-from actiontrain.export.store import local_export
+from actiontrain.export.manifest import MANIFEST_FILE, MODEL_BIN, MODEL_FILES, MODEL_XML
+from actiontrain.export.store import local_export, publish_version
 
 ACTIONTRAIN = os.path.join(os.path.dirname(sys.executable), "actiontrain")
 
@@ -51,23 +51,87 @@ def test_export_writes_an_fp16_export_of_a_run(capsys, x3d, tmp_path):
     assert local_export(output).manifest.precision == "fp16"
 
 
-def test_predict_json_has_one_object_per_input(capsys, motion):
+def test_export_adds_the_next_version_to_a_serving_repository(capsys, x3d, tmp_path):
+    repository = str(tmp_path / "models")
+    for version in (1, 2):
+        code, out, err = run(
+            capsys, "export", "--checkpoint", x3d.run, "--serving-repository", repository, "--name", "x3d"
+        )
+        assert code == 0, err
+        assert f"to version {repository}/x3d/{version}; parity on 4 clips" in out
+    assert sorted(os.listdir(tmp_path / "models" / "x3d" / "2")) == [MANIFEST_FILE, MODEL_BIN, MODEL_XML]
+    code, out, err = run(capsys, "pull", f"{repository}/x3d", str(tmp_path / "pulled"))
+    assert code == 0, err
+    assert local_export(str(tmp_path / "pulled")).manifest == local_export(f"{repository}/x3d/2").manifest
+
+
+def test_predict_json_reports_precision_throughput_and_one_object_per_input(capsys, motion):
     samples = motion.test_samples[:2]
     code, out, err = run(capsys, "predict", "--model", motion.export, *[s.url for s in samples], "--json", "--top-k", "2")
     assert code == 0, err
     report = json.loads(out)
-    assert [item["input"] for item in report] == [s.url for s in samples]
-    for item, sample in zip(report, samples):
+    assert report["inference_precision"] == "f32" and report["num_videos"] == 2 and report["num_clips"] == 2
+    assert report["throughput(clips/s)"] > 0 and report["batch_size"] == 8 and report["model"] == motion.export
+    assert [item["input"] for item in report["predictions"]] == [s.url for s in samples]
+    for item, sample in zip(report["predictions"], samples):
         assert len(item["top_k"]) == 2 and set(item["top_k"][0]) == {"label", "score"}
         assert item["top_k"][0]["label"] == motion.classes[sample.label]
 
 
-def test_predict_text_lists_scores_and_labels(capsys, motion):
+def test_predict_text_lists_scores_and_labels_then_throughput(capsys, motion):
     sample = motion.test_samples[0]
     code, out, err = run(capsys, "predict", "--model", motion.export, sample.url, "--top-k", "1")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == sample.url and lines[1].split()[1] == motion.classes[sample.label] and len(lines) == 2
+    assert lines[0] == sample.url and lines[1].split()[1] == motion.classes[sample.label] and len(lines) == 3
+    assert lines[2].startswith("1 videos, 1 clips: ") and " clips/s in inference " in lines[2]
+    assert lines[2].endswith("OpenVINO computed in f32, OpenVINO's default on this device")
+
+
+def test_predict_takes_a_folder_of_videos_and_a_dataset_subset(capsys, motion):
+    folder = os.path.dirname(motion.test_samples[0].url)
+    code, out, err = run(capsys, "predict", "--model", motion.export, folder, "--json", "--top-k", "1")
+    assert code == 0, err
+    in_folder = json.loads(out)["predictions"]
+    assert [item["input"] for item in in_folder] == sorted(
+        os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".avi") or name.endswith(".mp4")
+    )
+    code, out, err = run(capsys, "predict", "--model", motion.export, "--data", motion.data, "--json", "--top-k", "1")
+    assert code == 0, err
+    predictions = json.loads(out)["predictions"]
+    assert [item["input"] for item in predictions] == [sample.url for sample in motion.test_samples]
+    for item, sample in zip(predictions, motion.test_samples):
+        assert item["top_k"][0]["label"] == motion.classes[sample.label]
+
+
+def test_predict_and_pull_take_a_model_folder_and_skip_a_version_being_written(capsys, motion, tmp_path):
+    repository = str(tmp_path / "models")
+    publish_version(motion.export, repository, "motion", motion.result.manifest)
+    for name in MODEL_FILES:  # version 2 is being uploaded: its manifest, written last, is not there yet
+        storage.copy(os.path.join(motion.export, name), f"{repository}/motion/2/{name}")
+    sample = motion.test_samples[0]
+    code, out, err = run(capsys, "predict", "--model", f"{repository}/motion", sample.url, "--json", "--top-k", "1")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["model"] == f"{repository}/motion/1"
+    assert report["predictions"][0]["top_k"][0]["label"] == motion.classes[sample.label]
+    code, out, err = run(capsys, "pull", f"{repository}/motion", str(tmp_path / "pulled"))
+    assert code == 0, err
+    assert local_export(str(tmp_path / "pulled")).manifest == motion.result.manifest
+    os.remove(f"{repository}/motion/1/{MANIFEST_FILE}")  # no complete version left
+    code, out, err = run(capsys, "predict", "--model", f"{repository}/motion", sample.url)
+    assert_one_line_error(code, err, "no export at", "no numbered version folder below it has one")
+
+
+def test_eval_of_an_export_prints_the_checkpoint_keys_and_its_precision(capsys, motion):
+    code, out, err = run(capsys, "eval", "--model", motion.export, "--data", motion.data, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["top1"] == 1.0 and report["num_videos"] == 12 and report["subset"] == "test" and report["step"] == 200
+    assert (report["precision"], report["inference_precision"]) == ("fp32", "f32")
+    code, out, err = run(capsys, "eval", "--model", motion.export, "--data", motion.data)
+    assert code == 0, err
+    assert out.startswith("test: top1 100.0%  top5 100.0%  (12 videos, fp32 export step 200, OpenVINO f32, ")
 
 
 def test_pull_then_predict_from_the_folder(capsys, motion, tmp_path):
@@ -109,6 +173,13 @@ def test_bad_inputs_are_one_line_each(capsys, motion, tmp_path):
         (("predict", "--model", motion.export, str(broken)), ["broken.mp4"]),
         (("predict", "--model", motion.export, video, "--device", "NOPE"), ["OpenVINO device 'NOPE'"]),
         (("export", "--checkpoint", str(tmp_path / "no-run"), "--output", str(tmp_path / "x")), ["no committed checkpoint"]),
+        (("export", "--checkpoint", str(tmp_path / "no-run")), ["needs an output folder (--output)"]),
+        (("export", "--checkpoint", "r", "--serving-repository", str(tmp_path)), ["go together"]),
+        (("export", "--checkpoint", "r", "--serving-repository", str(tmp_path), "--name", "a/b"), ["model name 'a/b'"]),
+        (("predict", "--model", motion.export), ["nothing to predict"]),
+        (("predict", "--model", motion.export, str(tmp_path / "no-folder")), ["not found", "no-folder"]),
+        (("eval", "--model", motion.export, "--data", motion.data, "data.num_eval_clips=2"), ["an export's is fixed"]),
+        (("eval", "--model", partial, "--data", motion.data), ["no export at"]),
     ]
     for args, fragments in cases:
         code, _, err = run(capsys, *args)
@@ -127,7 +198,7 @@ def test_predict_straight_from_an_s3_url_in_a_real_process(motion, s3_bucket, s3
         [ACTIONTRAIN, "predict", "--model", url, sample.url, "--json"], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)[0]["top_k"][0]["label"] == motion.classes[sample.label]
+    assert json.loads(result.stdout)["predictions"][0]["top_k"][0]["label"] == motion.classes[sample.label]
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
 
     storage.remove(f"{url}/{MANIFEST_FILE}")  # now it is a partial export

@@ -218,13 +218,102 @@ _PYTORCHJOB_SCHEMA: dict[str, Any] = {
 }
 
 
+# The parts of KServe's InferenceService (serving.kserve.io/v1beta1) the serving example writes, from
+# pkg/apis/serving/v1beta1 (inference_service.go, predictor.go, component.go: PredictorSpec inlines a
+# PodSpec and ComponentExtensionSpec; ModelSpec inlines a Container). kubernetes-validate has no schema
+# for custom resources: this checks the structure, and the pod and container parts are validated as a
+# core Pod below.
+_PREDICTOR_EXTENSION_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "containerConcurrency",
+                               "timeout", "canaryTrafficPercent", "labels", "annotations", "deploymentStrategy",
+                               "logger", "batcher"}
+_PREDICTOR_POD_FIELDS = {"serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
+                         "imagePullSecrets", "volumes", "priorityClassName", "automountServiceAccountToken"}
+_MODEL_FIELDS = {"modelFormat", "runtime", "protocolVersion", "storageUri", "storage"}
+_MODEL_CONTAINER_FIELDS = {"name", "image", "args", "command", "env", "ports", "resources", "securityContext",
+                           "volumeMounts", "readinessProbe", "livenessProbe"}
+_INFERENCESERVICE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "serving.kserve.io/v1beta1"},
+        "kind": {"const": "InferenceService"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            # Becomes a Service and host name: a DNS-1035 label (the webhook's validation).
+            "properties": {"name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["predictor"],
+            "properties": {
+                "predictor": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["model"],
+                    "properties": {
+                        **{field: {} for field in _PREDICTOR_EXTENSION_FIELDS | _PREDICTOR_POD_FIELDS},
+                        "minReplicas": {"type": "integer", "minimum": 0},
+                        "maxReplicas": {"type": "integer", "minimum": 0},
+                        "serviceAccountName": {"type": "string"},
+                        "model": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["modelFormat"],
+                            "properties": {
+                                **{field: {} for field in _MODEL_CONTAINER_FIELDS},
+                                "modelFormat": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["name"],
+                                    "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+                                },
+                                "runtime": {"type": "string"},
+                                "protocolVersion": {"enum": ["v1", "v2", "grpc-v1", "grpc-v2"]},
+                                "storageUri": {"type": "string", "pattern": r"^(s3|gs|pvc|oci|https?|hdfs|webhdfs|hf)://"},
+                                "storage": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+                "explainer": {"type": "object"},
+                "transformer": {"type": "object"},
+            },
+        },
+    },
+}
+
+
+def _validate_inference_service(obj: dict[str, Any], where: str) -> None:
+    try:
+        jsonschema.validate(obj, _INFERENCESERVICE_SCHEMA)
+    except jsonschema.ValidationError as error:
+        raise AssertionError(f"{where}: {'.'.join(map(str, error.path))}: {error.message}") from None
+    predictor = obj["spec"]["predictor"]
+    model = predictor["model"]
+    # The predictor's pod fields and the model's container fields, as the pod KServe makes of them.
+    container = {"name": "kserve-container", "image": "runtime-image"} | {
+        key: value for key, value in model.items() if key in _MODEL_CONTAINER_FIELDS
+    }
+    pod_spec = {key: value for key, value in predictor.items() if key in _PREDICTOR_POD_FIELDS}
+    validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": obj["metadata"]["name"]},
+              "spec": {**pod_spec, "containers": [container]}})
+
+
 def validate(obj: dict[str, Any]) -> None:
     """Validates one object against Kubernetes 1.33 in strict mode (unknown fields are errors).
+
+    Custom resources are checked against the structure written above (PyTorchJob,
+    InferenceService), their pod parts as core objects.
 
     Raises:
         AssertionError: naming the object, the path and what is wrong.
     """
     where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    if obj.get("apiVersion") == "serving.kserve.io/v1beta1" and obj.get("kind") == "InferenceService":
+        _validate_inference_service(obj, where)
+        return
     if obj.get("apiVersion") == "kubeflow.org/v1" and obj.get("kind") == "PyTorchJob":
         try:
             jsonschema.validate(obj, _PYTORCHJOB_SCHEMA)

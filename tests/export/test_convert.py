@@ -20,7 +20,7 @@ from actiontrain.data.transforms import build_eval_transform
 from actiontrain.data.video import open_media
 from actiontrain.errors import ExportError
 from actiontrain.export import export_model
-from actiontrain.export.convert import PARITY_TOLERANCES, model_info, openvino_core
+from actiontrain.export.convert import PARITY_TOLERANCES, Parity, model_info, openvino_core
 from actiontrain.export.manifest import MODEL_BIN
 from actiontrain.export.store import local_export
 from actiontrain.inference import Predictor
@@ -113,6 +113,26 @@ def test_fp16_halves_the_weights_and_gets_the_looser_tolerance(tmp_path):
     atol, rtol = PARITY_TOLERANCES["fp16"]
     assert fp16.parity.tolerance == pytest.approx(atol + rtol * fp16.parity.max_abs_logit)
     assert fp16.parity.tolerance > results["fp32"].parity.tolerance
+
+
+def _parity(**changes) -> Parity:
+    values = {"num_clips": 4, "max_abs_diff": 0.01, "max_abs_logit": 2.0, "tolerance": 0.1, "top1_agreement": 0.75,
+              "precision": "fp32", "inference_precision": "f32"}
+    return Parity(**{**values, **changes})
+
+
+def test_below_f32_the_classes_must_agree_too():
+    # At f32 a disagreement within tolerance is a near-tie; bf16's wider tolerance lets real flips through.
+    assert _parity().passed
+    assert not _parity(inference_precision="bf16").passed
+    assert _parity(inference_precision="bf16", top1_agreement=1.0).passed
+    assert not _parity(inference_precision="bf16", top1_agreement=1.0, max_abs_diff=0.2).passed
+
+
+def test_a_recorded_parity_is_judged_again_not_trusted():
+    record = {**_parity(max_abs_diff=0.5).to_dict(), "passed": True}
+    assert Parity.from_dict(record) == _parity(max_abs_diff=0.5) and not Parity.from_dict(record).passed
+    assert Parity.from_dict({k: v for k, v in record.items() if k != "inference_precision"}).inference_precision == "f32"
 
 
 def test_the_callers_model_is_left_as_it_was(tmp_path):

@@ -7,6 +7,7 @@ from exported_models import x3d_export
 
 from actiontrain.errors import ConfigError, NotFoundError
 from actiontrain.export import export_model
+from actiontrain.export.convert import Parity, default_inference_precision
 from actiontrain.tasks.export import export_checkpoint
 from actiontrain.export.manifest import MODEL_FILES, file_entry
 from actiontrain.export.store import local_export
@@ -28,6 +29,20 @@ def test_a_checkpoint_export_records_step_metrics_classes_recipe_and_checksums(x
     assert manifest.recipe == config_to_dict(x3d.config)
     assert manifest.files == {name: file_entry(export.directory / name) for name in MODEL_FILES}
     assert manifest.parity["top1_agreement"] == 1.0
+
+
+def test_parity_is_recorded_at_the_cpus_default_precision_too_and_only_once_when_that_is_f32(x3d):
+    result, manifest = x3d.result, x3d.result.manifest
+    default = default_inference_precision()
+    assert manifest.default_precision == default
+    assert result.parity.inference_precision == manifest.parity["inference_precision"] == "f32"
+    if default == "f32":  # AVX2-only CPUs: one run covers both, and the report says so
+        assert manifest.default_parity is None and result.default_parity is None
+        assert "f32 is OpenVINO's default CPU precision here, so it was checked once" in result.describe_precisions()
+    else:  # bf16/f16 CPUs: what OpenVINO really computed in is recorded beside f32
+        recorded = Parity.from_dict(manifest.default_parity)
+        assert recorded == result.default_parity and recorded.inference_precision == default
+        assert manifest.default_parity["passed"] == recorded.passed
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16", ""])

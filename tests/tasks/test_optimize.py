@@ -7,6 +7,7 @@ import json
 import pytest
 from exported_models import motion_export
 from model_api.models import Model
+from precision_accuracy import check_precisions_on_validation
 
 from actiontrain.data.synth import synthesize
 from actiontrain.errors import ConfigError, NotFoundError
@@ -55,6 +56,21 @@ def test_predict_works_on_the_int8_export(motion, int8):
     predictor = Predictor.from_url(int8.url)
     for sample in motion.test_samples:
         assert predictor.predict(sample.url, top_k=1).top_k[0][0] == motion.classes[sample.label]
+
+
+@pytest.mark.e2e
+def test_int8_and_fp16_keep_fp32s_top1_on_held_apart_validation_videos(motion, tmp_path):
+    # The acceptance check for a trained model's exports; point it at any trained FP32 export.
+    summary = check_precisions_on_validation(motion.export, motion.data, tmp_path)
+    assert (summary["subset"], summary["calibration_subset"], summary["num_videos"]) == ("test", "train", 12)
+    assert summary["top1"] == {"fp32": 1.0, "fp16": 1.0, "int8": 1.0}
+    assert summary["int8_agreement"] == summary["fp16_agreement"] == 1.0
+
+
+@pytest.mark.e2e
+def test_int8_reports_the_videos_it_changed(int8):
+    assert int8.num_changed == 0 and int8.agreement == 1.0
+    assert local_export(int8.url).manifest.quantization["num_changed_predictions"] == 0
 
 
 def test_only_fp32_exports_are_quantized(int8, motion, tmp_path):

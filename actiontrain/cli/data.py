@@ -55,6 +55,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("source", help="dataset root URL")
     convert.add_argument("destination", help="where to write it (any fsspec URL)")
     add_layout_arguments(convert)
+    convert.add_argument(
+        "--flip-pair",
+        action="append",
+        default=[],
+        type=_class_pair,
+        metavar="A,B",
+        help="classes that become each other under a horizontal flip (e.g. MoveLeft,MoveRight), declared "
+        "in the copy so training's flip swaps their labels; repeatable (UCF101/HMDB51/Kinetics layouts "
+        "cannot declare them)",
+    )
     convert.set_defaults(handler=_convert)
 
     synth = actions.add_parser(
@@ -96,8 +106,17 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.usable else EXIT_PROBLEMS
 
 
+def _class_pair(text: str) -> tuple[str, str]:
+    first, separator, second = text.partition(",")
+    if not separator or not first.strip() or not second.strip() or "," in second:
+        raise argparse.ArgumentTypeError(f"expected two class names separated by a comma, e.g. MoveLeft,MoveRight; got {text!r}")
+    return first.strip(), second.strip()
+
+
 def _convert(args: argparse.Namespace) -> int:
-    converted = tasks.data.convert(args.source, args.destination, format=args.format, split=args.split)
+    converted = tasks.data.convert(
+        args.source, args.destination, format=args.format, split=args.split, flip_pairs=args.flip_pair
+    )
     for problem in converted.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     report = converted.report

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,7 +19,8 @@ from datumaro.components.media import Video
 
 from actiontrain import storage
 from actiontrain.data.catalog import ActionDataset
-from actiontrain.errors import DataError
+from actiontrain.data.formats.common import FLIP_PAIRS_INFO
+from actiontrain.errors import ConfigError, DataError
 
 __all__ = ["ConvertReport", "convert_dataset"]
 
@@ -37,13 +39,35 @@ class ConvertReport:
     """``subset/id`` of items left out because they have no media."""
 
 
-def convert_dataset(source: ActionDataset, destination: str, *, workers: int = 16) -> ConvertReport:
+def convert_dataset(
+    source: ActionDataset, destination: str, *, flip_pairs: Sequence[tuple[str, str]] = (), workers: int = 16
+) -> ConvertReport:
     """Writes ``source`` to ``destination`` (any fsspec URL) in Datumaro's format, media included.
 
+    Args:
+        source: The dataset, in any layout.
+        destination: Where the Datumaro-format copy goes.
+        flip_pairs: Class pairs that become each other under a horizontal flip, declared in the
+            copy besides the source's own (UCF101's, HMDB51's and Kinetics' layouts have no place
+            for them), so that training's flip swaps their labels.
+        workers: Media files copied at once.
+
     Raises:
+        ConfigError: a flip pair names a class the dataset does not have.
         DataError: two items of a subset have media with the same file name.
         StorageError: a media file cannot be read or the destination cannot be written.
     """
+    pairs = [list(pair) for pair in source.flip_pairs]
+    for pair in flip_pairs:
+        unknown = [name for name in pair if name not in source.classes]
+        if len(pair) != 2 or unknown:
+            raise ConfigError(
+                f"flip pair {list(pair)!r} must name two of the dataset's classes"
+                + (f"; not a class: {', '.join(map(repr, unknown))}" if unknown else "")
+                + f"; classes: {', '.join(source.classes)}"
+            )
+        if list(pair) not in pairs and list(reversed(pair)) not in pairs:
+            pairs.append(list(pair))
     destination = destination.rstrip("/")
     items, copies, skipped = [], [], []
     names_seen: dict[tuple[str, str], str] = {}
@@ -78,9 +102,10 @@ def convert_dataset(source: ActionDataset, destination: str, *, workers: int = 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         num_copied = sum(pool.map(copy_media, copies))
 
-    dataset = Dataset.from_iterable(
-        items, categories=source.dataset.categories(), media_type=Video, infos=dict(source.dataset.infos())
-    )
+    infos = dict(source.dataset.infos())
+    if pairs:
+        infos[FLIP_PAIRS_INFO] = pairs
+    dataset = Dataset.from_iterable(items, categories=source.dataset.categories(), media_type=Video, infos=infos)
     with tempfile.TemporaryDirectory(prefix="actiontrain-convert-") as staging:
         dataset.export(staging, "datumaro", save_media=False)
         annotation_files = sorted(

@@ -24,6 +24,7 @@ from datumaro.components.annotation import AnnotationType, Label, LabelCategorie
 from datumaro.components.media import Video
 
 from actiontrain import storage
+from actiontrain.data.formats.common import FLIP_PAIRS_INFO
 from actiontrain.data.media_writer import write_frame_folder, write_video
 from actiontrain.data.motion import MOTIONS, render_clip
 from actiontrain.errors import ConfigError, DataError
@@ -107,6 +108,10 @@ class SynthSummary:
     """Class names in class-index order."""
     items: list[SynthItem]
     """Every item of the dataset (split 1), in class order."""
+    flip_pairs: list[tuple[str, str]] = field(default_factory=list)
+    """Classes that become each other under a horizontal flip (left/right, the two rotations).
+    Jester's and Datumaro's layouts declare them; UCF101's, HMDB51's and Kinetics' cannot, so pass
+    them on when converting (``convert_dataset(..., flip_pairs=...)``) or in ``data.flip_pairs``."""
 
     def subset_counts(self) -> dict[str, int]:
         """Number of items per subset, keyed by subset name in sorted order."""
@@ -182,14 +187,26 @@ def synthesize(
     planner = _PLANNERS[format]
     plan = planner(classes, videos_per_class=videos_per_class, seed=seed, draw=draw)
     size, fps = _FRAME_SIZE[format], _FPS[format]
+    flip_pairs = mirror_pairs(classes, _CLASS_NAMES[format])
     if format == "datumaro":
-        _write_datumaro(dst, plan, classes=classes, size=size, fps=fps, workers=workers)
+        _write_datumaro(dst, plan, classes=classes, flip_pairs=flip_pairs, size=size, fps=fps, workers=workers)
     else:
         _write_media(dst, plan.videos, size=size, fps=fps, workers=workers)
     for path, text in plan.text_files.items():
         storage.write_bytes(storage.join(dst, path), text.encode("utf-8"))
     logger.info("wrote %d synthetic %s videos of %d classes to %s", len(plan.videos), format, len(classes), dst)
-    return SynthSummary(format=format, classes=classes, items=plan.items)
+    return SynthSummary(format=format, classes=classes, items=plan.items, flip_pairs=flip_pairs)
+
+
+def mirror_pairs(classes: Sequence[str], names: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs among ``classes`` whose motions mirror each other (``names`` spells ``MOTIONS``)."""
+    name_of = {motion.key: name for motion, name in zip(MOTIONS, names)}
+    pairs = []
+    for motion, name in zip(MOTIONS, names):
+        mirror = name_of[motion.mirror]
+        if name < mirror and name in classes and mirror in classes:
+            pairs.append((name, mirror))
+    return sorted(pairs, key=lambda pair: list(names).index(pair[0]))
 
 
 def _check_format(format: str) -> None:
@@ -478,7 +495,14 @@ def _write_media(root: str, videos: Sequence[_Video], *, size: tuple[int, int], 
 
 
 def _write_datumaro(
-    dst: str, plan: _Plan, *, classes: list[str], size: tuple[int, int], fps: int, workers: int
+    dst: str,
+    plan: _Plan,
+    *,
+    classes: list[str],
+    flip_pairs: list[tuple[str, str]],
+    size: tuple[int, int],
+    fps: int,
+    workers: int,
 ) -> None:
     # Datumaro only exports to local folders: encode and export in local scratch, then upload.
     with tempfile.TemporaryDirectory(prefix="synth-datumaro-", dir=storage.cache_dir("tmp")) as scratch:
@@ -497,6 +521,7 @@ def _write_datumaro(
             ],
             categories={AnnotationType.label: LabelCategories.from_iterable(classes)},
             media_type=Video,
+            infos={FLIP_PAIRS_INFO: [list(pair) for pair in flip_pairs]} if flip_pairs else {},
         )
         dataset.export(exported, "datumaro", save_media=True)
         written = set(storage.find(exported))

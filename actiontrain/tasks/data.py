@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from actiontrain.data.catalog import load_dataset
@@ -25,10 +26,18 @@ class ConvertResult:
     skipped: list[str]
 
 
-def convert(source: str, destination: str, *, format: str | None = None, split: int = 1) -> ConvertResult:
-    """Writes the dataset at ``source`` to ``destination`` in Datumaro's format, media first, annotations last."""
+def convert(
+    source: str,
+    destination: str,
+    *,
+    format: str | None = None,
+    split: int = 1,
+    flip_pairs: Sequence[tuple[str, str]] = (),
+) -> ConvertResult:
+    """Writes the dataset at ``source`` to ``destination`` in Datumaro's format, media first, annotations
+    last, declaring ``flip_pairs`` (mirror-image classes) besides the source's own."""
     dataset = load_dataset(source, format=format, split=split)
-    report = convert_dataset(dataset, destination)
+    report = convert_dataset(dataset, destination, flip_pairs=flip_pairs)
     return ConvertResult(report=report, skipped=[str(problem) for problem in dataset.problems])
 
 

@@ -67,6 +67,14 @@ def test_check_exit_code_1_when_unusable(tmp_path):
     assert problems and all(p["kind"] == "missing_media" for p in problems)
 
 
+def test_convert_declares_the_flip_pairs_it_is_given_and_check_shows_them(ucf_dir, tmp_path):
+    internal = str(tmp_path / "internal")
+    result = run("data", "convert", ucf_dir, internal, "--flip-pair", "MoveLeft,MoveRight")
+    assert result.returncode == 0, result.stderr
+    check = run("data", "check", internal, "--json")
+    assert json.loads(check.stdout)["flip_pairs"] == [["MoveLeft", "MoveRight"]]
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
@@ -75,10 +83,16 @@ def test_check_exit_code_1_when_unusable(tmp_path):
         (("data", "check", "--format", "avi", "/tmp"), ("argument --format: invalid choice: 'avi'",)),
         (("data", "synth", "/tmp/x", "--format", "ucf101", "--classes", "9"), ("num_classes", "9")),
         (("data", "synth", "/tmp/x", "--format", "ucf101", "--frames", "ten"), ("MIN:MAX",)),
+        (("data", "convert", "/tmp/x", "/tmp/y", "--flip-pair", "MoveLeft"), ("--flip-pair", "MoveLeft,MoveRight")),
     ],
 )
 def test_user_errors_are_one_line(args, fragments):
     assert_one_line_error(run(*args), *fragments)
+
+
+def test_a_flip_pair_of_unknown_classes_is_one_line(ucf_dir, tmp_path):
+    result = run("data", "convert", ucf_dir, str(tmp_path / "x"), "--flip-pair", "Left,Right")
+    assert_one_line_error(result, "flip pair ['Left', 'Right']", "not a class: 'Left', 'Right'", "classes: MoveLeft")
 
 
 def test_wrong_format_is_one_line(ucf_dir):

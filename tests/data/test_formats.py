@@ -146,6 +146,25 @@ def test_datumaro_round_trip_is_lossless(local_datasets, tmp_path, format_name):
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
 
 
+def test_generated_mirror_pairs_are_declared_where_the_layout_can_and_added_by_convert_where_it_cannot(
+    local_datasets, tmp_path
+):
+    ucf_root, ucf = local_datasets["ucf101"]
+    assert ucf.classes == ["MoveLeft", "MoveRight", "MoveUp"] and ucf.flip_pairs == [("MoveLeft", "MoveRight")]
+    assert load_dataset(ucf_root).flip_pairs == []  # UCF101's layout has no place for them
+    datumaro_root, datumaro_summary = local_datasets["datumaro"]
+    assert load_dataset(datumaro_root).flip_pairs == datumaro_summary.flip_pairs == [("MoveLeft", "MoveRight")]
+    convert_dataset(load_dataset(ucf_root), str(tmp_path / "internal"), flip_pairs=ucf.flip_pairs)
+    assert load_dataset(str(tmp_path / "internal")).flip_pairs == [("MoveLeft", "MoveRight")]
+
+
+def test_a_flip_pair_naming_no_class_is_one_line_naming_the_classes(local_datasets, tmp_path):
+    root, _ = local_datasets["ucf101"]
+    with pytest.raises(ConfigError, match=r"flip pair \['MoveLeft', 'Left'\] .*not a class: 'Left'; classes: MoveLeft, MoveRight, MoveUp"):
+        convert_dataset(load_dataset(root), str(tmp_path / "internal"), flip_pairs=[("MoveLeft", "Left")])
+    assert not (tmp_path / "internal").exists()  # refused before anything is written
+
+
 @pytest.mark.e2e
 def test_convert_from_s3_to_s3(s3_datasets):
     root, summary = s3_datasets["hmdb51"]

@@ -75,7 +75,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads per process (default: torch's, divided among --nproc processes)"
     )
-    parser.add_argument("--recipe", default="cpu_smoke", help="recipe the trainer is built from (default cpu_smoke)")
+    parser.add_argument("--recipe", default="cpu_small", help="recipe the trainer is built from (default cpu_small: 8x64x64 clips, batch 4)")
     parser.add_argument(
         "--override",
         action="append",

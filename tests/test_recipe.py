@@ -61,7 +61,7 @@ def test_bad_overrides_name_key_value_and_choices(overrides, message):
 
 
 def test_unknown_recipe_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match=r"unknown recipe 'x3d_q'; shipped: cpu_smoke, x3d_s"):
+    with pytest.raises(ConfigError, match=r"unknown recipe 'x3d_q'; shipped: cpu_small, cpu_smoke, x3d_s"):
         load_config("x3d_q")
 
 

@@ -20,9 +20,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--workdir", default="actiontrain-demo", help="local folder for the pulled model and plots")
     demo.add_argument("--classes", type=positive_int, default=4, help="classes in the sample dataset (default 4)")
-    demo.add_argument("--videos-per-class", type=positive_int, default=8, help="videos per class (default 8)")
+    demo.add_argument("--videos-per-class", type=positive_int, default=40, help="videos per class (default 40)")
     demo.add_argument("--nproc", type=positive_int, default=2, help="training processes (default 2)")
     demo.set_defaults(handler=_demo)
+
+
+def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
+    """A confusion matrix as aligned text: one row per true class, its counts per predicted class."""
+    width = max(len(str(value)) for row in confusion for value in row) + 1
+    names = max(len(name) for name in classes)
+    header = " " * (names + 2) + "".join(f"{index:>{width}}" for index in range(len(classes)))
+    rows = [f"{name:>{names}} {index}" + "".join(f"{value:>{width}}" for value in row)
+            for index, (name, row) in enumerate(zip(classes, confusion))]  # fmt: skip
+    return "\n".join([header, *rows])
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -41,5 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"  {what:<40} {url}")
     for what, value in result.facts.items():
         print(f"  {what:<40} {value}")
+    if result.confusion:
+        print("\nvalidation confusion matrix (rows: true class, columns: predicted; also in training.png)")
+        print(format_confusion(result.confusion, result.classes))
     print(f"total {sum(result.seconds.values()):.1f} s")
     return 0

@@ -22,7 +22,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "Every (re)start resumes from the newest committed checkpoint under --output. "
         "Extra arguments are recipe overrides such as optim.lr=5e-4 train.epochs=3.",
     )
-    train.add_argument("--config", default="x3d_s", help="shipped recipe (x3d_s, cpu_smoke) or a YAML path/URL")
+    train.add_argument("--config", default="x3d_s", help="shipped recipe (x3d_s, cpu_small, cpu_smoke) or a YAML path/URL")
     train.add_argument("--data", required=True, help="dataset root URL")
     train.add_argument("--output", required=True, help="where checkpoints, metrics and plots go (any fsspec URL)")
     add_layout_arguments(train)

@@ -71,7 +71,7 @@ def train(
         overrides: recipe overrides as key=value (e.g. optim.lr=5e-4 train.epochs=3), after all options
         data: dataset root URL (a path, s3://bucket/prefix, simplecache::s3://...)
         output: where checkpoints, metrics and plots go (any fsspec URL); the job resumes from it
-        config: shipped recipe (x3d_s, cpu_smoke) or a YAML path/URL; the trainer's default (x3d_s) if unset
+        config: shipped recipe (x3d_s, cpu_small, cpu_smoke) or a YAML path/URL; the trainer's default (x3d_s) if unset
         format: dataset layout, e.g. ucf101, hmdb51, kinetics (detected when unset)
         split: official split of UCF101/HMDB51 (1, 2 or 3)
         image: container image; ignored by local_cwd, which runs in the current directory

@@ -250,6 +250,17 @@ class Trainer:
                 config.train.batch_size,
                 self.output_url,
             )
+            if config.data.flip_prob > 0:
+                pairs = [*self.dataset.flip_pairs, *map(tuple, config.data.flip_pairs)]
+                logger.info(
+                    "horizontal flip (p=%g) %s",
+                    config.data.flip_prob,
+                    ("swaps the labels of " + "; ".join(" <-> ".join(pair) for pair in pairs))
+                    if pairs and config.data.label_aware_flip
+                    else "keeps every label (no mirror-image classes declared: see data.flip_pairs)"
+                    if config.data.label_aware_flip
+                    else "keeps every label (data.label_aware_flip=false)",
+                )
             resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
             logger.info("resolved config:\n%s", resolved.rstrip())
             storage.write_bytes(storage.join(self.output_url, "config.yaml"), resolved.encode())
@@ -580,7 +591,9 @@ class Trainer:
     def _export(self, final_eval: dict | None) -> str:
         """OpenVINO export of the final weights to OUTPUT/export (rank 0, after the last checkpoint)."""
         started = time.perf_counter()
-        metrics = {key: value for key, value in (final_eval or {}).items() if key not in ("confusion", "predictions")}
+        # Per-video predictions stay in the run; the confusion matrix (K x K counts) is small and
+        # tells a user of the export which classes it mixes up.
+        metrics = {key: value for key, value in (final_eval or {}).items() if key != "predictions"}
         result = export_model(
             self.model,
             classes=self.classes,

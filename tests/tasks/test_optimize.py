@@ -1,4 +1,5 @@
-"""INT8 end to end on a small trained model: calibrated, scored against FP32, usable by Model API and predict."""
+"""INT8 plumbing on the stand-in MotionNet: calibrated, scored against FP32, recorded, usable by Model
+API and predict. The accuracy of INT8 on a trained X3D is ``tests/tasks/test_trained_x3d_accuracy.py``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import pytest
 from exported_models import motion_export
 from model_api.models import Model
-from precision_accuracy import check_precisions_on_validation
 
 from actiontrain.data.synth import synthesize
 from actiontrain.errors import ConfigError, NotFoundError
@@ -30,13 +30,12 @@ def int8(motion, tmp_path_factory):
 
 
 @pytest.mark.e2e
-def test_int8_keeps_the_accuracy_and_records_both(motion, int8):
-    assert (int8.fp32_top1, int8.int8_top1, int8.agreement) == (1.0, 1.0, 1.0)
+def test_int8_manifest_records_both_scores_the_source_and_nncf(motion, int8):
     assert (int8.num_videos, int8.num_calibration_clips, int8.val_subset) == (12, 16, "test")
     manifest = local_export(int8.url).manifest
     assert manifest.precision == "int8" and manifest.classes == motion.classes
     assert manifest.recipe == motion.result.manifest.recipe and manifest.step == 200
-    assert manifest.quantization["fp32_top1"] == 1.0 and manifest.quantization["int8_top1"] == 1.0
+    assert manifest.quantization["fp32_top1"] == int8.fp32_top1 and manifest.quantization["int8_top1"] == int8.int8_top1
     assert manifest.quantization["source_files"]["model.bin"]["sha256"] == motion.result.manifest.files["model.bin"].sha256
     assert "nncf" in manifest.versions
     document = json.loads((local_export(int8.url).directory / MANIFEST_FILE).read_text())
@@ -56,15 +55,6 @@ def test_predict_works_on_the_int8_export(motion, int8):
     predictor = Predictor.from_url(int8.url)
     for sample in motion.test_samples:
         assert predictor.predict(sample.url, top_k=1).top_k[0][0] == motion.classes[sample.label]
-
-
-@pytest.mark.e2e
-def test_int8_and_fp16_keep_fp32s_top1_on_held_apart_validation_videos(motion, tmp_path):
-    # The acceptance check for a trained model's exports; point it at any trained FP32 export.
-    summary = check_precisions_on_validation(motion.export, motion.data, tmp_path)
-    assert (summary["subset"], summary["calibration_subset"], summary["num_videos"]) == ("test", "train", 12)
-    assert summary["top1"] == {"fp32": 1.0, "fp16": 1.0, "int8": 1.0}
-    assert summary["int8_agreement"] == summary["fp16_agreement"] == 1.0
 
 
 @pytest.mark.e2e

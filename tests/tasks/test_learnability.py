@@ -7,7 +7,8 @@ Each trains as the demo does: torchrun, two processes of the recipe's batch (``e
 - Six classes generated in the UCF101 layout and converted with their mirror pair declared (as the
   demo does): the session's trained X3D (``exported_models.trained_x3d``), which the accuracy tests
   of export, FP16 and INT8 use too, so it is trained once.
-- Six classes in the Jester layout, with ``data.label_aware_flip=false``: the flip contrast.
+- Four classes in the Jester layout (Swiping Left/Right/Up/Down), with ``data.label_aware_flip=false``:
+  the flip contrast.
 - Four classes at >= 90%: the demo's own run (``tests/tasks/test_demo.py``), on its defaults.
 
 Minutes of CPU each: marked e2e, they run in CI.
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from exported_models import SIX_MOTIONS, VIDEOS_PER_CLASS, train_small_recipe, trained_x3d
+from exported_models import SIX_MOTIONS, train_small_recipe, trained_x3d
 
 from actiontrain.data.synth import synthesize
 
-LEFT, RIGHT, UP, DOWN, GROW, SHRINK = range(6)
+LEFT, RIGHT, UP, DOWN = range(4)
 
 
 def _accuracy(confusion: torch.Tensor, classes: list[int]) -> float:
@@ -42,16 +43,15 @@ def test_small_recipe_tells_six_motions_apart_in_the_ucf101_layout(tmp_path_fact
 
 @pytest.mark.e2e
 @pytest.mark.timeout(2400)
-def test_flip_without_label_swap_leaves_left_and_right_unlearned_and_the_rest_learned(tmp_path):
+def test_flip_without_label_swap_leaves_left_and_right_unlearned_and_up_and_down_learned(tmp_path):
     data = str(tmp_path / "jester")
-    summary = synthesize(data, format="jester", num_classes=6, videos_per_class=VIDEOS_PER_CLASS, num_frames=(16, 24))
-    assert summary.classes[:2] == ["Swiping Left", "Swiping Right"]
+    summary = synthesize(data, format="jester", num_classes=4, videos_per_class=40, num_frames=(16, 24))
+    assert summary.classes == ["Swiping Left", "Swiping Right", "Swiping Up", "Swiping Down"]
     final_eval = train_small_recipe(data, str(tmp_path / "run"), "data.label_aware_flip=false")
     confusion = torch.tensor(final_eval["confusion"])
     # A flipped "left" clip is trained as "left": half of each class's examples show the other
-    # direction, so nothing tells the two apart. Up, down, grow and shrink (a flip keeps them) are
-    # still learned, in the Jester layout.
+    # direction, so nothing tells the two apart. Up and down (a flip keeps them) are still learned.
     left_right = _accuracy(confusion, [LEFT, RIGHT])
-    others = _accuracy(confusion, [UP, DOWN, GROW, SHRINK])
+    up_down = _accuracy(confusion, [UP, DOWN])
     assert left_right <= 0.7, f"left/right {left_right:.1%}; confusion {confusion.tolist()}"
-    assert others >= 0.8, f"up/down/grow/shrink {others:.1%}; confusion {confusion.tolist()}"
+    assert up_down >= 0.85, f"up/down {up_down:.1%}; confusion {confusion.tolist()}"

@@ -43,6 +43,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_export_writes_an_fp16_export_of_a_run(capsys, x3d, tmp_path):
     output = str(tmp_path / "fp16")
     code, out, err = run(capsys, "export", "--checkpoint", x3d.run, "--output", output, "--precision", "fp16")
@@ -51,6 +52,7 @@ def test_export_writes_an_fp16_export_of_a_run(capsys, x3d, tmp_path):
     assert local_export(output).manifest.precision == "fp16"
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_export_adds_the_next_version_to_a_serving_repository(capsys, x3d, tmp_path):
     repository = str(tmp_path / "models")
     for version in (1, 2):

@@ -55,6 +55,7 @@ def _run(dataset: str, output: str, *overrides: str, stop_at: int | None = None,
         destroy_distributed()
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_a_run_leaves_checkpoints_metrics_and_plots(dataset, tmp_path):
     output = str(tmp_path / "run")
     trainer, result = _run(dataset, output, "train.epochs=2")
@@ -73,6 +74,7 @@ def test_a_run_leaves_checkpoints_metrics_and_plots(dataset, tmp_path):
     assert state.model.classes == ["MoveLeft", "MoveRight", "MoveUp"]
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_a_rerun_resumes_instead_of_starting_over(dataset, tmp_path):
     output = str(tmp_path / "run")
     _run(dataset, output, "train.epochs=1")
@@ -91,6 +93,7 @@ def test_mid_epoch_checkpoint_resumes_at_the_sample_count(dataset, tmp_path):
     assert (state.step, state.data["epoch"], state.data["consumed"]) == (2, 0, 4)
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_a_restart_with_another_data_seed_keeps_the_checkpointed_order(dataset, tmp_path, monkeypatch, caplog):
     output, ledger = str(tmp_path / "run"), str(tmp_path / "ledger")
     logged = ("train.checkpoint_every=1", "train.eval_every=0", f"train.sample_log={ledger}")
@@ -113,6 +116,7 @@ def test_a_restart_with_another_data_seed_keeps_the_checkpointed_order(dataset, 
     assert trainer.loader.state_dict()["seed"] == 0
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_a_run_that_asks_for_it_ends_with_a_verified_openvino_export(dataset, tmp_path):
     from actiontrain.export.store import pull
 
@@ -154,6 +158,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(dataset, tm
         assert torch.equal(a, b), name
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_other_dataset_in_the_same_output_is_refused(dataset, tmp_path):
     output = str(tmp_path / "run")
     _run(dataset, output, "train.epochs=1", "train.eval_every=0")
@@ -220,6 +225,7 @@ def test_a_rank_whose_whole_batch_is_unreadable_keeps_step_with_the_other(tmp_pa
     assert CheckpointManager(output).latest_step() == 3  # 12 clips, 2 ranks x batch 2
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_sigterm_mid_epoch_commits_a_checkpoint_of_that_step_and_the_next_start_resumes_there(dataset, tmp_path):
     output, ledger = str(tmp_path / "run"), str(tmp_path / "ledger")
     logged = ("train.eval_every=0", f"train.sample_log={ledger}")
@@ -277,6 +283,7 @@ def test_a_stop_asked_during_start_up_trains_nothing(dataset, tmp_path):
     assert trainer.loader.consumed == 0
 
 
+@pytest.mark.e2e  # trains or exports for tens of seconds: not the fast tier
 def test_time_based_checkpoints_are_taken_at_full_batch_steps(dataset, tmp_path, caplog):
     output = str(tmp_path / "run")
     # Due at every step: the full-batch steps 1, 2, 4, 5 and the epoch ends 3, 6 (the last step

@@ -114,7 +114,7 @@ def test_renders_names_within_dns_limits_for_a_long_release_name():
         ({"nodes": {"min": 0, "max": 1}}, "/nodes/min': minimum: got 0, want 1"),
         ({"nodes": {"min": 1, "max": "4"}}, "/nodes/max': got string, want integer"),
         ({"backend": "slurm"}, "value must be one of 'job', 'pytorchjob'"),
-        ({"recipe": "x3d_m"}, "value must be one of 'x3d_s', 'cpu_smoke'"),
+        ({"recipe": "x3d_m"}, "value must be one of 'x3d_s', 'cpu_small', 'cpu_smoke'"),
         ({"recipe": {"trian": {"epochs": 1}}}, "additional properties 'trian' not allowed"),
         ({"overrides": ["epochs=3"]}, "/overrides/0"),
         ({"gpusPerNode": -1}, "/gpusPerNode': minimum: got -1, want 0"),

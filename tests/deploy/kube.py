@@ -144,6 +144,13 @@ def build_kustomization(path: Path) -> list[dict[str, Any]]:
     return [obj for obj in yaml.safe_load_all(result.stdout) if obj]
 
 
+# Custom resources' metadata whose name must be a DNS-1035 label, as their webhooks check.
+_DNS1035_NAMED_METADATA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
+}
+
 # The parts of the Kubeflow training operator's PyTorchJob (kubeflow.org/v1) the chart writes,
 # from pkg/apis/kubeflow.org/v1 (pytorch_types.go, common_types.go). kubernetes-validate has no
 # schema for custom resources; the pod template inside is checked as a core PodTemplate instead.
@@ -153,12 +160,8 @@ _PYTORCHJOB_SCHEMA: dict[str, Any] = {
     "properties": {
         "apiVersion": {"const": "kubeflow.org/v1"},
         "kind": {"const": "PyTorchJob"},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            # PyTorchJob names must be DNS-1035 labels (ValidateV1PyTorchJob).
-            "properties": {"name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
-        },
+        # PyTorchJob names must be DNS-1035 labels (ValidateV1PyTorchJob).
+        "metadata": _DNS1035_NAMED_METADATA,
         "spec": {
             "type": "object",
             "additionalProperties": False,
@@ -237,12 +240,8 @@ _INFERENCESERVICE_SCHEMA: dict[str, Any] = {
     "properties": {
         "apiVersion": {"const": "serving.kserve.io/v1beta1"},
         "kind": {"const": "InferenceService"},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            # Becomes a Service and host name: a DNS-1035 label (the webhook's validation).
-            "properties": {"name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
-        },
+        # Becomes a Service and host name: a DNS-1035 label (the webhook's validation).
+        "metadata": _DNS1035_NAMED_METADATA,
         "spec": {
             "type": "object",
             "additionalProperties": False,
